@@ -1,0 +1,3 @@
+"""fcn_tf: Fully Convolutional Networks for semantic segmentation in TensorFlow/Keras 3."""
+
+__version__ = "0.1.0"
