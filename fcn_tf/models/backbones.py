@@ -1,0 +1,171 @@
+"""Backbones: the paper's VGG16 and Keras applications, each exposing stride-8/16/32 features.
+
+A backbone is a builder from a preprocessed image tensor to a ``keras.Model`` whose layers named
+in ``features`` are the stride-8, 16 and 32 features the FCN head scores and fuses. Register more
+with :func:`register_backbone`.
+
+>>> sorted(BACKBONES)
+['mobilenet_v2', 'resnet50', 'vgg16']
+>>> BACKBONES["vgg16"].features
+{8: 'pool3', 16: 'pool4', 32: 'drop7'}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import keras
+from keras import layers
+
+from fcn_tf.models.convolutionalize import classifier_model, transfer_weights
+
+__all__ = ["BACKBONES", "Backbone", "get_backbone", "register_backbone", "vgg16_trunk"]
+
+# The ImageNet mean of the Keras (Caffe-converted) VGG16 and ResNet50 weights, in BGR order.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+# geometry -> (padding before conv1_1, fc6 padding).
+VGG16_GEOMETRIES = {
+    "caffe": (100, "valid"),  # the reference nets: any input size reaches fc6 with >= 1 cell
+    "same": (0, "same"),  # no padding overhead; small inputs still give a score map
+    "classifier": (0, "valid"),  # the plain convolutionalized classifier of section 3.1
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """How to build a backbone, where its features are, and how to load its weights."""
+
+    name: str
+    build: Callable[..., keras.Model]
+    features: Mapping[int, str]
+    preprocess: Mapping[str, object]
+    geometries: tuple[str, ...]
+    load_weights: Callable[[keras.Model, str], list[str]]
+    input_multiple: int = 1
+
+    @property
+    def default_geometry(self) -> str:
+        return self.geometries[0]
+
+
+BACKBONES: dict[str, Backbone] = {}
+
+
+def register_backbone(backbone: Backbone) -> Backbone:
+    """Add ``backbone`` to the registry under its name (replacing any of that name)."""
+    BACKBONES[backbone.name] = backbone
+    return backbone
+
+
+def get_backbone(name: str) -> Backbone:
+    """The registered backbone called ``name``, or a ``ValueError`` listing the choices."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
+
+
+def vgg16_trunk(
+    inputs,
+    geometry: str = "caffe",
+    width: float = 1.0,
+    fc_units: int = 4096,
+    dropout: float = 0.5,
+) -> keras.Model:
+    """VGG16 with fc6/fc7 as convolutions, layers named as the reference nets.
+
+    ``width`` scales every convolution's channels (1.0 is VGG16; smaller is for tests and CPU
+    experiments, and cannot load ImageNet weights).
+
+    >>> trunk = vgg16_trunk(keras.Input((None, None, 3)), "classifier", width=1 / 16,
+    ...                     fc_units=8)
+    >>> tuple(trunk(keras.ops.zeros((1, 416, 416, 3))).shape)   # stride 32, 7x7 valid fc6
+    (1, 7, 7, 8)
+    """
+    if geometry not in VGG16_GEOMETRIES:
+        raise ValueError(f"geometry must be one of {sorted(VGG16_GEOMETRIES)}, got {geometry!r}")
+    pad, fc6_padding = VGG16_GEOMETRIES[geometry]
+    x = layers.ZeroPadding2D(pad, name="conv1_1_pad")(inputs) if pad else inputs
+    for block, (filters, convs) in enumerate(VGG16_BLOCKS, start=1):
+        for index in range(1, convs + 1):
+            padding = "valid" if pad and (block, index) == (1, 1) else "same"
+            channels = max(1, round(filters * width))
+            x = layers.Conv2D(
+                channels, 3, padding=padding, activation="relu", name=f"conv{block}_{index}"
+            )(x)
+        # SAME 2x2/2 pooling pads only at the end: Caffe's round-up pooling, exactly.
+        x = layers.MaxPooling2D(2, strides=2, padding="same", name=f"pool{block}")(x)
+    x = layers.Conv2D(fc_units, 7, padding=fc6_padding, activation="relu", name="fc6")(x)
+    x = layers.Dropout(dropout, name="drop6")(x)
+    x = layers.Conv2D(fc_units, 1, activation="relu", name="fc7")(x)
+    x = layers.Dropout(dropout, name="drop7")(x)
+    return keras.Model(inputs, x, name="vgg16")
+
+
+def _vgg16_renames() -> dict[str, str]:
+    renames = {"fc1": "fc6", "fc2": "fc7"}
+    for block, (_, convs) in enumerate(VGG16_BLOCKS, start=1):
+        for index in range(1, convs + 1):
+            renames[f"block{block}_conv{index}"] = f"conv{block}_{index}"
+    return renames
+
+
+def load_vgg16_weights(trunk: keras.Model, weights: str) -> list[str]:
+    """Load a Keras VGG16 classifier's weights, fc1/fc2 convolutionalized into fc6/fc7."""
+    source = classifier_model(keras.applications.VGG16, weights, "vgg16")
+    return transfer_weights(source, trunk, _vgg16_renames(), origin=str(weights))
+
+
+def _application(constructor: Callable[..., keras.Model], name: str):
+    def build(inputs, geometry: str = "same", **options) -> keras.Model:
+        if geometry != "same":
+            raise ValueError(f"backbone {name!r} supports geometry 'same' only, got {geometry!r}")
+        return constructor(include_top=False, weights=None, input_tensor=inputs, **options)
+
+    def load(trunk: keras.Model, weights: str) -> list[str]:
+        source = classifier_model(constructor, weights, name)
+        return transfer_weights(source, trunk, origin=str(weights))
+
+    return build, load
+
+
+register_backbone(
+    Backbone(
+        name="vgg16",
+        build=vgg16_trunk,
+        features={8: "pool3", 16: "pool4", 32: "drop7"},
+        preprocess={"mean": CAFFE_BGR_MEAN, "reverse_channels": True},
+        geometries=("caffe", "same"),
+        load_weights=load_vgg16_weights,
+    )
+)
+
+_resnet50_build, _resnet50_load = _application(keras.applications.ResNet50, "resnet50")
+register_backbone(
+    Backbone(
+        name="resnet50",
+        build=_resnet50_build,
+        features={8: "conv3_block4_out", 16: "conv4_block6_out", 32: "conv5_block3_out"},
+        preprocess={"mean": CAFFE_BGR_MEAN, "reverse_channels": True},
+        geometries=("same",),
+        load_weights=_resnet50_load,
+    )
+)
+
+_mobilenet_build, _mobilenet_load = _application(keras.applications.MobileNetV2, "mobilenet_v2")
+register_backbone(
+    Backbone(
+        name="mobilenet_v2",
+        build=_mobilenet_build,
+        features={8: "block_5_add", 16: "block_12_add", 32: "out_relu"},
+        preprocess={"mean": (127.5, 127.5, 127.5), "scale": 1 / 127.5},
+        geometries=("same",),
+        load_weights=_mobilenet_load,
+        # Its stride-2 stages pad for even sizes (correct_pad); odd ones would lose a row.
+        input_multiple=32,
+    )
+)

@@ -1,0 +1,162 @@
+"""Receptive-field arithmetic: where each blob's pixels sit relative to the input.
+
+FCN aligns score maps of different strides by cropping (the Caffe ``Crop`` layer). The offsets
+are not magic numbers: each layer maps output coordinates affinely to input coordinates, and
+composing those maps along the graph gives every blob's position, as Caffe's ``coord_map.py``
+does for the reference nets. The maps are one-dimensional because every FCN layer is isotropic.
+
+>>> pool = conv_map(kernel=2, stride=2, pad=0)   # a 2x2/2 pooling
+>>> pool.scale, pool.shift
+(Fraction(1, 2), Fraction(-1, 4))
+>>> conv_map(kernel=3, stride=1, pad=1)          # a padded 3x3 convolution moves nothing
+CoordMap(scale=Fraction(1, 1), shift=Fraction(0, 1))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+
+import keras
+
+__all__ = [
+    "CoordMap",
+    "conv_map",
+    "coord_map_of",
+    "crop_offset",
+    "deconv_map",
+    "relative_map",
+    "trace",
+    "upsampling_kernel_size",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordMap:
+    """The affine map ``y = scale * x + shift`` from a blob's coordinates to another's.
+
+    >>> CoordMap(Fraction(1, 2), Fraction(1)).then(CoordMap(Fraction(4), Fraction(-1)))
+    CoordMap(scale=Fraction(2, 1), shift=Fraction(3, 1))
+    """
+
+    scale: Fraction = Fraction(1)
+    shift: Fraction = Fraction(0)
+
+    def then(self, other: CoordMap) -> CoordMap:
+        """The map that applies ``self`` first, then ``other``."""
+        return CoordMap(other.scale * self.scale, other.scale * self.shift + other.shift)
+
+    def inverse(self) -> CoordMap:
+        """The map back: ``x = (y - shift) / scale``."""
+        return CoordMap(1 / self.scale, -self.shift / self.scale)
+
+
+IDENTITY = CoordMap()
+
+
+def conv_map(kernel: int, stride: int, pad: int) -> CoordMap:
+    """Input to output coordinates of a convolution or pooling (``pad`` before the input)."""
+    return CoordMap(Fraction(1, stride), Fraction(2 * pad - (kernel - 1), 2 * stride))
+
+
+def deconv_map(kernel: int, stride: int, crop: int = 0) -> CoordMap:
+    """Input to output coordinates of a transposed convolution that drops ``crop`` leading rows."""
+    return CoordMap(Fraction(stride), Fraction(kernel - 1, 2) - crop)
+
+
+def _same_pad_before(kernel: int, stride: int) -> int:
+    # TensorFlow's SAME padding puts the smaller half first; exact when the input size is a
+    # multiple of the stride (backbones that need it pad their input to a multiple of 32).
+    return max(kernel - stride, 0) // 2
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _conv_like(kernel, stride, padding: str) -> CoordMap:
+    (k, k2), (s, s2) = _pair(kernel), _pair(stride)
+    if (k, s) != (k2, s2):
+        raise ValueError(f"anisotropic kernel {kernel} / stride {stride} is not supported")
+    pad = 0 if padding == "valid" else _same_pad_before(k, s)
+    return conv_map(k, s, pad)
+
+
+def coord_map_of(layer: keras.layers.Layer) -> CoordMap:
+    """Input to output coordinates of one Keras layer (identity for pointwise layers).
+
+    >>> coord_map_of(keras.layers.ZeroPadding2D(100))
+    CoordMap(scale=Fraction(1, 1), shift=Fraction(100, 1))
+    """
+    if hasattr(layer, "coord_map"):
+        return layer.coord_map()
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        (top, _), (left, _) = layer.padding
+        if top != left:
+            raise ValueError(f"{layer.name}: anisotropic padding {layer.padding}")
+        return CoordMap(shift=Fraction(top))
+    if isinstance(layer, keras.layers.Cropping2D):
+        (top, _), (left, _) = layer.cropping
+        return CoordMap(shift=-Fraction(top))
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        if layer.padding != "valid":
+            raise ValueError(f"{layer.name}: only 'valid' transposed convolutions are traced")
+        return deconv_map(layer.kernel_size[0], layer.strides[0])
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+        return _conv_like(layer.kernel_size, layer.strides, layer.padding)
+    if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+        return _conv_like(layer.pool_size, layer.strides, layer.padding)
+    if isinstance(layer, (keras.layers.UpSampling2D, keras.layers.Resizing)):
+        raise ValueError(f"{layer.name}: {type(layer).__name__} has no affine coordinate map")
+    return IDENTITY
+
+
+def trace(tensor) -> CoordMap:
+    """Compose the maps from the model input to a symbolic Keras tensor along its first inputs.
+
+    >>> x = keras.Input((None, None, 3))
+    >>> y = keras.layers.MaxPooling2D(2, padding="same")(keras.layers.ZeroPadding2D(100)(x))
+    >>> trace(y)
+    CoordMap(scale=Fraction(1, 2), shift=Fraction(199, 4))
+    """
+    operation, node_index, _ = tensor._keras_history
+    node = operation._inbound_nodes[node_index]
+    total = IDENTITY
+    while node.parent_nodes:
+        total = coord_map_of(node.operation).then(total)
+        node = node.parent_nodes[0]
+    return total
+
+
+def relative_map(source, target) -> CoordMap:
+    """The map from ``target``'s coordinates to ``source``'s (both traced from one input)."""
+    return trace(target).inverse().then(trace(source))
+
+
+def crop_offset(source, target) -> int:
+    """Offset at which ``source`` is cropped so that ``source[offset + i]`` sits on ``target[i]``.
+
+    This is the Caffe ``Crop`` layer's offset; negative when ``target`` is the larger blob.
+
+    >>> x = keras.Input((None, None, 3))
+    >>> crop_offset(keras.layers.ZeroPadding2D(5)(x), x)
+    5
+    """
+    rel = relative_map(source, target)
+    if rel.scale != 1 or rel.shift.denominator != 1:
+        raise ValueError(f"blobs are not aligned on one pixel grid (map {rel})")
+    return int(rel.shift)
+
+
+def upsampling_kernel_size(factor: int, source, target) -> int:
+    """Bilinear kernel size that upsamples ``source`` by ``factor`` onto ``target``'s pixels.
+
+    The reference uses ``2 * factor``, which lands on integer offsets when the source cells are
+    centred between target pixels (VGG's 2x2 pooling). Backbones whose cells fall on pixels
+    (strided 3x3 or 1x1 convolutions) need the odd size ``2 * factor - 1`` instead.
+    """
+    rel = relative_map(source, target)
+    if rel.scale != Fraction(1, factor):
+        raise ValueError(f"source is not {factor}x coarser than target (map {rel})")
+    residue = (factor * rel.shift) % 1
+    return 2 * factor if residue == Fraction(1, 2) else 2 * factor - 1
