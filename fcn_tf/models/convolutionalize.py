@@ -38,7 +38,7 @@ def classifier_model(application: Callable[..., keras.Model], weights: str, name
         try:
             model.load_weights(weights)
             return model
-        except Exception as error:  # noqa: PERF203 -- the second layout is the fallback.
+        except Exception as error:  # the other layout is tried next
             errors.append(f"include_top={include_top}: {error}")
     raise ValueError(
         f"backbone_weights file {weights!r} does not fit Keras {application.__name__}: "
