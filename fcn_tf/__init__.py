@@ -1,3 +1,13 @@
-"""fcn_tf: Fully Convolutional Networks for semantic segmentation in TensorFlow/Keras 3."""
+"""fcn_tf: Fully Convolutional Networks for semantic segmentation in TensorFlow/Keras 3.
+
+>>> import fcn_tf
+>>> model = fcn_tf.FCN8s(num_classes=21, backbone_options={"width": 1 / 32, "fc_units": 8})
+>>> model.output_shape
+(None, None, None, 21)
+"""
+
+from fcn_tf.models import BACKBONES, FCN8s, FCN16s, FCN32s, build_fcn
 
 __version__ = "0.1.0"
+
+__all__ = ["BACKBONES", "FCN8s", "FCN16s", "FCN32s", "__version__", "build_fcn"]

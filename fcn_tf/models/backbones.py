@@ -13,6 +13,7 @@ with :func:`register_backbone`.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping
 
 import keras
@@ -44,7 +45,7 @@ class Backbone:
     features: Mapping[int, str]
     preprocess: Mapping[str, object]
     geometries: tuple[str, ...]
-    load_weights: Callable[[keras.Model, str], list[str]]
+    load_weights: Callable[..., list[str]]
     input_multiple: int = 1
 
     @property
@@ -114,10 +115,20 @@ def _vgg16_renames() -> dict[str, str]:
     return renames
 
 
-def load_vgg16_weights(trunk: keras.Model, weights: str) -> list[str]:
+def load_vgg16_weights(trunk: keras.Model, weights: str, **options) -> list[str]:
     """Load a Keras VGG16 classifier's weights, fc1/fc2 convolutionalized into fc6/fc7."""
+    resized = {k: v for k, v in options.items() if k in ("width", "fc_units")}
+    if resized.get("width", 1.0) != 1.0 or resized.get("fc_units", 4096) != 4096:
+        raise ValueError(f"ImageNet VGG16 weights need the full-size trunk, not {resized}")
     source = classifier_model(keras.applications.VGG16, weights, "vgg16")
-    return transfer_weights(source, trunk, _vgg16_renames(), origin=str(weights))
+    copied = transfer_weights(source, trunk, _vgg16_renames(), origin=str(weights))
+    if "fc6" not in copied:
+        warnings.warn(
+            f"{weights}: no classifier layers (fc1, fc2) in the file; fc6 and fc7 keep their "
+            "random initial weights",
+            stacklevel=2,
+        )
+    return copied
 
 
 def _application(constructor: Callable[..., keras.Model], name: str):
@@ -126,8 +137,8 @@ def _application(constructor: Callable[..., keras.Model], name: str):
             raise ValueError(f"backbone {name!r} supports geometry 'same' only, got {geometry!r}")
         return constructor(include_top=False, weights=None, input_tensor=inputs, **options)
 
-    def load(trunk: keras.Model, weights: str) -> list[str]:
-        source = classifier_model(constructor, weights, name)
+    def load(trunk: keras.Model, weights: str, **options) -> list[str]:
+        source = classifier_model(constructor, weights, name, **options)
         return transfer_weights(source, trunk, origin=str(weights))
 
     return build, load

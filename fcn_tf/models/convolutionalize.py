@@ -8,6 +8,7 @@ convolution, and ``fc2`` is ``fc7``, a 1x1 convolution. Copying the weights is a
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 
 import keras
@@ -16,14 +17,17 @@ import numpy as np
 __all__ = ["classifier_model", "transfer_weights"]
 
 
-def classifier_model(application: Callable[..., keras.Model], weights: str, name: str):
+def classifier_model(
+    application: Callable[..., keras.Model], weights: str, name: str, **options
+) -> keras.Model:
     """Build a Keras application and load ``weights``: a file path, or ``"imagenet"``.
 
-    The file may hold the classifier (``include_top=True``) or the convolutional part only.
+    The file may hold the classifier (``include_top=True``) or the convolutional part only;
+    ``options`` are the application's own (e.g. MobileNetV2's ``alpha``).
     """
     if weights == "imagenet":
         try:
-            return application(weights="imagenet", include_top=True)
+            return application(weights="imagenet", include_top=True, **options)
         except Exception as error:  # Keras raises plain Exception for failed downloads.
             raise RuntimeError(
                 f"could not download ImageNet weights for backbone {name!r} ({error}); "
@@ -34,9 +38,13 @@ def classifier_model(application: Callable[..., keras.Model], weights: str, name
         raise FileNotFoundError(f"backbone_weights: no such file {weights!r} for backbone {name!r}")
     errors = []
     for include_top in (True, False):
-        model = application(weights=None, include_top=include_top, input_shape=(224, 224, 3))
+        model = application(
+            weights=None, include_top=include_top, input_shape=(224, 224, 3), **options
+        )
         try:
-            model.load_weights(weights)
+            with warnings.catch_warnings():  # Keras warns about each layer of a layout misfit
+                warnings.simplefilter("ignore")
+                model.load_weights(weights)
             return model
         except Exception as error:  # the other layout is tried next
             errors.append(f"include_top={include_top}: {error}")

@@ -113,9 +113,10 @@ def build_fcn(
     x = Preprocess(**spec.preprocess, name="preprocess")(image)
     if spec.input_multiple > 1:
         x = PadToMultiple(spec.input_multiple, name="pad_to_multiple")(x)
-    trunk = spec.build(x, geometry=geometry, **dict(backbone_options or {}))
+    options = dict(backbone_options or {})
+    trunk = spec.build(x, geometry=geometry, **options)
     if backbone_weights is not None:
-        spec.load_weights(trunk, backbone_weights)
+        spec.load_weights(trunk, backbone_weights, **options)
     features = {stride: trunk.get_layer(layer).output for stride, layer in spec.features.items()}
 
     score = _score(num_classes, "score_fr")(features[32])

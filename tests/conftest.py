@@ -1,0 +1,22 @@
+"""Shared test settings: quiet TensorFlow, thin networks, seeded randomness."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+# Geometry does not depend on channel counts: thin VGG16s check it at a fraction of the cost.
+TINY_VGG = {"width": 1 / 32, "fc_units": 8}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,140 @@
+"""The public builders: output size, reference layer names, initialisation, preprocessing."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY_VGG
+from helpers import dynamic, images, randomize
+
+import fcn_tf
+from fcn_tf.models import BACKBONES, build_fcn, get_backbone
+
+SIZES = [(1, 1), (1, 7), (2, 2), (5, 3), (31, 32), (33, 64), (100, 101), (224, 224), (500, 375)]
+
+
+@pytest.mark.parametrize("geometry", ["caffe", "same"])
+@pytest.mark.parametrize("builder", [fcn_tf.FCN32s, fcn_tf.FCN16s, fcn_tf.FCN8s])
+def test_output_size_equals_input_size(builder, geometry, rng):
+    model = builder(num_classes=3, geometry=geometry, backbone_options=TINY_VGG)
+    predict = dynamic(model)
+    for h, w in SIZES:
+        assert tuple(predict(images(rng, 1, h, w, 3)).shape) == (1, h, w, 3), (h, w)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "options"), [("resnet50", {}), ("mobilenet_v2", {"alpha": 0.35})]
+)
+@pytest.mark.parametrize("stride", [32, 16, 8])
+def test_application_backbones_any_size(backbone, options, stride, rng):
+    model = build_fcn(4, stride, backbone=backbone, backbone_options=options)
+    predict = dynamic(model)
+    for h, w in [(1, 1), (33, 47), (64, 64), (97, 130)]:
+        assert tuple(predict(images(rng, 2, h, w, 3)).shape) == (2, h, w, 4), (h, w)
+
+
+REFERENCE_NAMES = {
+    32: ["score_fr", "upscore", "score"],
+    16: ["score_fr", "upscore2", "score_pool4", "score_pool4c", "fuse_pool4", "upscore16"],
+    8: ["upscore2", "score_pool4", "fuse_pool4", "upscore_pool4", "score_pool3", "fuse_pool3"],
+}
+VGG_NAMES = [f"conv{b}_{i}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, n + 1)]
+VGG_NAMES += [f"pool{b}" for b in range(1, 6)] + ["fc6", "drop6", "fc7", "drop7"]
+
+
+@pytest.mark.parametrize("stride", [32, 16, 8])
+def test_layer_names_follow_reference_nets(stride):
+    model = build_fcn(21, stride, backbone_options=TINY_VGG)
+    names = {layer.name for layer in model.layers}
+    assert set(VGG_NAMES + REFERENCE_NAMES[stride] + ["upscore8"] * (stride == 8)) <= names
+    assert model.name == f"fcn{stride}s_vgg16"
+    assert model.get_layer("fc6").kernel_size == (7, 7)
+    assert model.get_layer("fc6").padding == "valid"
+    assert model.get_layer("conv1_1_pad").padding == ((100, 100), (100, 100))
+    assert model.get_layer("drop6").rate == model.get_layer("drop7").rate == 0.5
+
+
+def test_full_vgg16_has_reference_shapes():
+    model = fcn_tf.FCN8s(num_classes=21)
+    assert tuple(model.get_layer("fc6").kernel.shape) == (7, 7, 512, 4096)
+    assert tuple(model.get_layer("fc7").kernel.shape) == (1, 1, 4096, 4096)
+    assert tuple(model.get_layer("score_fr").kernel.shape) == (1, 1, 4096, 21)
+    assert tuple(model.get_layer("score_pool3").kernel.shape) == (1, 1, 256, 21)
+    assert tuple(model.get_layer("upscore8").kernel.shape) == (16, 16, 21, 21)
+
+
+@pytest.mark.parametrize("stride", [32, 16, 8])
+def test_score_layers_start_at_zero(stride, rng):
+    model = build_fcn(3, stride, backbone_options=TINY_VGG)
+    scores = [l for l in model.layers if l.name.startswith("score_") and hasattr(l, "kernel")]
+    assert len(scores) == {32: 1, 16: 2, 8: 3}[stride]
+    for layer in scores:
+        assert not np.any(layer.kernel.numpy()) and not np.any(layer.bias.numpy())
+    assert not np.any(model(images(rng, 1, 40, 40, 3)).numpy())
+
+
+def test_geometry_same_has_no_input_padding():
+    model = build_fcn(3, 8, geometry="same", backbone_options=TINY_VGG)
+    names = {layer.name for layer in model.layers}
+    assert "conv1_1_pad" not in names
+    assert model.get_layer("fc6").padding == "same"
+
+
+def test_at_once_scales_pool_features(rng):
+    model = build_fcn(3, 8, at_once=True, backbone_options=TINY_VGG)
+    randomize(model, rng)
+    names = ["pool4", "scale_pool4", "pool3", "scale_pool3"]
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    pool4, scaled4, pool3, scaled3 = (t.numpy() for t in probe(images(rng, 1, 64, 64, 3)))
+    np.testing.assert_allclose(scaled4, 0.01 * pool4, rtol=1e-6)
+    np.testing.assert_allclose(scaled3, 0.0001 * pool3, rtol=1e-6)
+    assert model.get_layer("score_pool4").input.name == model.get_layer("scale_pool4").output.name
+    staged = build_fcn(3, 8, backbone_options=TINY_VGG)
+    assert "scale_pool4" not in {layer.name for layer in staged.layers}
+
+
+@pytest.mark.parametrize(
+    ("backbone", "reference"),
+    [
+        ("vgg16", keras.applications.vgg16.preprocess_input),
+        ("resnet50", keras.applications.resnet50.preprocess_input),
+        ("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
+    ],
+)
+def test_preprocessing_inside_matches_keras(backbone, reference, rng):
+    options = TINY_VGG if backbone == "vgg16" else {}
+    model = build_fcn(3, 32, backbone=backbone, backbone_options=options)
+    probe = keras.Model(model.input, model.get_layer("preprocess").output)
+    x = images(rng, 2, 8, 9, 3)
+    np.testing.assert_allclose(probe(x).numpy(), reference(x.copy()), rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbones_expose_stride_8_16_32_features(name):
+    backbone = get_backbone(name)
+    assert sorted(backbone.features) == [8, 16, 32]
+    options = TINY_VGG if name == "vgg16" else {}
+    inputs = keras.Input((None, None, 3))
+    trunk = backbone.build(inputs, geometry="same", **options)
+    probe = keras.Model(inputs, [trunk.get_layer(n).output for n in backbone.features.values()])
+    shapes = [tuple(t.shape[1:3]) for t in probe(np.zeros((1, 128, 96, 3), "float32"))]
+    assert shapes == [(128 // s, 96 // s) for s in backbone.features]
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown backbone 'vgg19'"):
+        build_fcn(3, backbone="vgg19")
+    with pytest.raises(ValueError, match="output_stride"):
+        build_fcn(3, output_stride=4)
+    with pytest.raises(ValueError, match="geometry"):
+        build_fcn(3, backbone="resnet50", geometry="caffe")
+    with pytest.raises(ValueError, match="geometry"):
+        build_fcn(3, geometry="valid", backbone_options=TINY_VGG)
+
+
+def test_batch_elements_are_independent(rng):
+    model = build_fcn(3, 8, backbone_options=TINY_VGG)
+    randomize(model, rng)
+    x = images(rng, 3, 45, 61, 3)
+    batched = model(x, training=False).numpy()
+    single = np.concatenate([model(x[i : i + 1], training=False).numpy() for i in range(3)])
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)
