@@ -4,9 +4,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
 # Geometry does not depend on channel counts: thin VGG16s check it at a fraction of the cost.
 TINY_VGG = {"width": 1 / 32, "fc_units": 8}

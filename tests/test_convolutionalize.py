@@ -72,7 +72,7 @@ def test_application_backbone_loads_from_file(tmp_path):
 
 
 def test_missing_file_names_the_path():
-    with pytest.raises(FileNotFoundError, match="backbone_weights: no such file '/nowhere/w.h5'"):
+    with pytest.raises(FileNotFoundError, match=r"backbone_weights: no such file '/nowhere/w\.h5'"):
         build_fcn(3, 32, backbone_weights="/nowhere/w.h5")
 
 
@@ -81,7 +81,7 @@ def test_wrong_file_names_the_file(tmp_path):
     keras.applications.MobileNetV2(
         weights=None, alpha=0.35, input_shape=(224, 224, 3)
     ).save_weights(path)
-    with pytest.raises(ValueError, match="small.weights.h5"):
+    with pytest.raises(ValueError, match=r"small\.weights\.h5"):
         build_fcn(3, 32, backbone_weights=str(path))
 
 
@@ -97,7 +97,7 @@ def test_offline_imagenet_error_names_the_path_option(monkeypatch):
         raise Exception("URL fetch failure: no network")
 
     monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(RuntimeError, match="backbone_weights='/path/to/weights.h5'"):
+    with pytest.raises(RuntimeError, match=r"backbone_weights='/path/to/weights\.h5'"):
         build_fcn(3, 32, backbone_weights="imagenet")
 
 

@@ -61,7 +61,7 @@ def test_trace_matches_caffe_coord_map(pool, layer):
 
 def test_fcn32s_offset_by_hand():
     # pool5 = (x + 99) / 32 - 31/64; fc6 (7x7 valid) shifts by -3; upscore (64/32) by 31.5.
-    scale, shift = caffe_coord_map(reference_trunk(5) + [("conv", 7, 1, 0), ("deconv", 64, 32, 0)])
+    scale, shift = caffe_coord_map([*reference_trunk(5), ("conv", 7, 1, 0), ("deconv", 64, 32, 0)])
     assert (scale, shift) == (1, 19)
 
 

@@ -75,12 +75,12 @@ def test_frozen_upsampler_is_bilinear_interpolation(factor):
 @pytest.mark.parametrize("stride", [32, 16, 8])
 def test_model_upsamplers_bilinear_final_frozen(stride):
     model = build_fcn(4, stride, backbone_options={"width": 1 / 32, "fc_units": 8})
-    deconvs = [l for l in model.layers if isinstance(l, keras.layers.Conv2DTranspose)]
+    deconvs = [x for x in model.layers if isinstance(x, keras.layers.Conv2DTranspose)]
     assert len(deconvs) == {32: 1, 16: 2, 8: 3}[stride]
     for layer in deconvs:
         size = layer.kernel_size[0]
         assert not layer.use_bias
         np.testing.assert_allclose(np.asarray(layer.kernel)[:, :, 1, 1], upsample_filt(size))
-    assert [l.trainable for l in deconvs] == [True] * (len(deconvs) - 1) + [False]
+    assert [layer.trainable for layer in deconvs] == [True] * (len(deconvs) - 1) + [False]
     trainable = {v.path.split("/")[0] for v in model.trainable_variables}
     assert deconvs[-1].name not in trainable

@@ -65,7 +65,7 @@ def test_full_vgg16_has_reference_shapes():
 @pytest.mark.parametrize("stride", [32, 16, 8])
 def test_score_layers_start_at_zero(stride, rng):
     model = build_fcn(3, stride, backbone_options=TINY_VGG)
-    scores = [l for l in model.layers if l.name.startswith("score_") and hasattr(l, "kernel")]
+    scores = [x for x in model.layers if x.name.startswith("score_") and hasattr(x, "kernel")]
     assert len(scores) == {32: 1, 16: 2, 8: 3}[stride]
     for layer in scores:
         assert not np.any(layer.kernel.numpy()) and not np.any(layer.bias.numpy())
