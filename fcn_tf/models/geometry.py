@@ -111,7 +111,7 @@ def coord_map_of(layer: keras.layers.Layer) -> CoordMap:
     return IDENTITY
 
 
-def trace(tensor) -> CoordMap:
+def trace(tensor: keras.KerasTensor) -> CoordMap:
     """Compose the maps from the model input to a symbolic Keras tensor along its first inputs.
 
     >>> x = keras.Input((None, None, 3))
@@ -128,12 +128,12 @@ def trace(tensor) -> CoordMap:
     return total
 
 
-def relative_map(source, target) -> CoordMap:
+def relative_map(source: keras.KerasTensor, target: keras.KerasTensor) -> CoordMap:
     """The map from ``target``'s coordinates to ``source``'s (both traced from one input)."""
     return trace(target).inverse().then(trace(source))
 
 
-def crop_offset(source, target) -> int:
+def crop_offset(source: keras.KerasTensor, target: keras.KerasTensor) -> int:
     """Offset at which ``source`` is cropped so that ``source[offset + i]`` sits on ``target[i]``.
 
     This is the Caffe ``Crop`` layer's offset; negative when ``target`` is the larger blob.
@@ -148,7 +148,9 @@ def crop_offset(source, target) -> int:
     return int(rel.shift)
 
 
-def upsampling_kernel_size(factor: int, source, target) -> int:
+def upsampling_kernel_size(
+    factor: int, source: keras.KerasTensor, target: keras.KerasTensor
+) -> int:
     """Bilinear kernel size that upsamples ``source`` by ``factor`` onto ``target``'s pixels.
 
     The reference uses ``2 * factor``, which lands on integer offsets when the source cells are
