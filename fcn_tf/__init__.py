@@ -6,8 +6,22 @@
 (None, None, None, 21)
 """
 
+from fcn_tf.losses import SegmentationCrossEntropy
+from fcn_tf.metrics import ConfusionMatrix, MeanIU, confusion_matrix, scores
 from fcn_tf.models import BACKBONES, FCN8s, FCN16s, FCN32s, build_fcn
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKBONES", "FCN8s", "FCN16s", "FCN32s", "__version__", "build_fcn"]
+__all__ = [
+    "BACKBONES",
+    "ConfusionMatrix",
+    "FCN8s",
+    "FCN16s",
+    "FCN32s",
+    "MeanIU",
+    "SegmentationCrossEntropy",
+    "__version__",
+    "build_fcn",
+    "confusion_matrix",
+    "scores",
+]
