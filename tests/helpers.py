@@ -1,8 +1,16 @@
-"""Helpers shared by the model tests."""
+"""Helpers shared by the tests."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def dynamic(model: keras.Model):
@@ -27,3 +35,35 @@ def randomize(model: keras.Model, rng: np.random.Generator, symmetric: bool = Fa
 
 def images(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return rng.uniform(0, 255, shape).astype("float32")
+
+
+def run_python(script: str, env: dict | None = None, timeout: float = 240) -> str:
+    """Run ``script`` in a fresh interpreter (a clean TensorFlow runtime); return its stdout.
+
+    Fresh processes are how tests get logical devices or another Keras backend, both of
+    which must be chosen before TensorFlow or Keras initialise.
+    """
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+        **(env or {}),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout
+
+
+def run_python_json(script: str, **kwargs) -> dict:
+    """Like :func:`run_python` for a script that prints one line ``RESULT<json>``."""
+    stdout = run_python(script, **kwargs)
+    line = next(s for s in stdout.splitlines() if s.startswith("RESULT"))
+    return json.loads(line[len("RESULT") :])

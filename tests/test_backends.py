@@ -2,26 +2,25 @@
 
 import importlib.util
 import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 from conftest import TINY_VGG
-from helpers import images, randomize
+from helpers import images, randomize, run_python
 
 from fcn_tf.models import build_fcn
 
 RUN_SAVED_MODELS = textwrap.dedent(
     """
-    import sys
+    import os
     import keras
     import numpy as np
     import fcn_tf  # registers the custom layers
-    x = np.load(sys.argv[1])
-    for path in sys.argv[2:]:
+    first, *paths = os.environ["ARGS"].split(os.pathsep)
+    x = np.load(first)
+    for path in paths:
         model = keras.saving.load_model(path, safe_mode=True)
         np.save(path + ".npy", keras.ops.convert_to_numpy(model(x, training=False)))
     print(keras.backend.backend())
@@ -42,16 +41,11 @@ def test_saved_models_run_identically_on_other_backend(backend, tmp_path, rng):
         path = str(tmp_path / f"fcn{stride}s_{geometry}.keras")
         model.save(path)
         expected[path] = keras.ops.convert_to_numpy(model(x, training=False))
-    result = subprocess.run(
-        [sys.executable, "-c", RUN_SAVED_MODELS, str(tmp_path / "x.npy"), *expected],
-        env={**os.environ, "KERAS_BACKEND": backend},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    paths = [str(tmp_path / "x.npy"), *expected]
+    stdout = run_python(
+        RUN_SAVED_MODELS, env={"KERAS_BACKEND": backend, "ARGS": os.pathsep.join(paths)}
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[-1] == backend
+    assert stdout.split()[-1] == backend
     for path, want in expected.items():
         atol = 1e-5 * np.abs(want).max()
         np.testing.assert_allclose(np.load(path + ".npy"), want, rtol=1e-5, atol=atol)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_python_json
 
 from fcn_tf.losses import SegmentationCrossEntropy
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 4
 
 
@@ -238,21 +233,5 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
 
 def test_mirrored_strategy_gradients_match_single_device():
     # Logical devices must be configured before TF initialises, hence a fresh interpreter.
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    completed = subprocess.run(
-        [sys.executable, "-c", _DISTRIBUTED_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(s for s in completed.stdout.splitlines() if s.startswith("RESULT"))
-    for normalize, (single, mirrored) in json.loads(line[len("RESULT") :]).items():
+    for normalize, (single, mirrored) in run_python_json(_DISTRIBUTED_SCRIPT).items():
         np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6, err_msg=normalize)

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from helpers import run_python_json
 
 from fcn_tf.metrics import SCORE_NAMES, ConfusionMatrix, MeanIU, confusion_matrix, scores
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _random_maps(seed: int, num_classes: int, shape=(4, 12, 10)):
@@ -322,23 +316,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
 
 def test_mirrored_strategy_sums_replicas():
     # Logical devices must be configured before TF initialises, hence a fresh interpreter.
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    completed = subprocess.run(
-        [sys.executable, "-c", _DISTRIBUTED_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(s for s in completed.stdout.splitlines() if s.startswith("RESULT"))
-    out = json.loads(line[len("RESULT") :])
+    out = run_python_json(_DISTRIBUTED_SCRIPT)
 
     rng = np.random.default_rng(0)
     rng.normal(size=(8, 6, 6, 3))  # images: keep the generator in step with the script
