@@ -195,16 +195,17 @@ class ConfusionMatrix(keras.metrics.Metric):
         valid = ops.logical_and(valid, ops.logical_and(predictions >= 0, predictions < num_classes))
         if self.ignore_label is not None:
             valid = ops.logical_and(valid, ops.not_equal(labels, self.ignore_label))
-        # Skipped pixels go to an extra bin that is dropped: a fixed output length keeps the
-        # op static-shaped (XLA, JAX) without a boolean gather. bincount measured ~8x faster
-        # than a one-hot matmul on CPU for 21 classes at 500x500 (2 ms vs 16 ms).
+        # Skipped pixels go to an extra bin that is dropped. segment_sum with a fixed
+        # num_segments keeps the output static-shaped, so the update compiles under XLA and
+        # JAX; ops.bincount does not (TF sizes its output by the data's maximum).
         overflow_bin = num_classes * num_classes
         index = ops.where(valid, labels * num_classes + predictions, overflow_bin)
         if sample_weight is None:
-            counts = ops.bincount(index, minlength=overflow_bin + 1)
+            ones = ops.ones_like(index)
+            counts = ops.segment_sum(ones, index, num_segments=overflow_bin + 1)
         else:
             weights = _broadcast_weights(sample_weight, label_shape)
-            counts = ops.round(ops.bincount(index, weights=weights, minlength=overflow_bin + 1))
+            counts = ops.round(ops.segment_sum(weights, index, num_segments=overflow_bin + 1))
         counts = ops.reshape(ops.cast(counts[:overflow_bin], "int64"), (num_classes, num_classes))
         self.confusion.assign_add(counts)
 
@@ -212,7 +213,7 @@ class ConfusionMatrix(keras.metrics.Metric):
         return ops.cast(_scores_from_counts(self.confusion)[self.score], self.dtype)
 
     def reset_state(self) -> None:
-        self.confusion.assign(ops.zeros_like(self.confusion))
+        self.confusion.assign(ops.zeros(self.confusion.shape, dtype=self.confusion.dtype))
 
     def confusion_matrix(self) -> np.ndarray:
         """The accumulated ``[C, C]`` counts as an int64 NumPy array."""

@@ -23,6 +23,18 @@ RUN_SAVED_MODELS = textwrap.dedent(
     for path in paths:
         model = keras.saving.load_model(path, safe_mode=True)
         np.save(path + ".npy", keras.ops.convert_to_numpy(model(x, training=False)))
+    # Training on this backend too: the loss and the metric are keras.ops only.
+    model = keras.saving.load_model(paths[0], safe_mode=True)
+    labels = (np.arange(x[..., 0].size).reshape(x.shape[:3]) % 4).astype("int32")
+    labels[:, :3] = 255
+    model.compile(
+        keras.optimizers.SGD(1e-6),
+        fcn_tf.SegmentationCrossEntropy(),
+        metrics=[fcn_tf.MeanIU(3)],
+        jit_compile=True,
+    )
+    logs = model.fit(x, labels, batch_size=2, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][0]) and 0.0 <= logs["mean_iu"][0] <= 1.0, logs
     print(keras.backend.backend())
     """
 )

@@ -335,3 +335,27 @@ def test_mirrored_strategy_sums_replicas():
     expected = scores(confusion_matrix(labels, np.array(out["predictions"]), 5))["mean_iu"]
     assert out["evaluate_single"] == pytest.approx(expected, rel=1e-6)
     assert out["evaluate_mirrored"] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_update_compiles_under_xla(weighted):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, (2, 9, 7)).astype("int32")
+    labels[0, :2] = 255
+    logits = rng.normal(size=(2, 9, 7, 4)).astype("float32")
+    weights = rng.integers(0, 3, (2, 9, 7)).astype("float32") if weighted else None
+    metric = ConfusionMatrix(4)
+    tf.function(metric.update_state, jit_compile=True)(labels, logits, weights)
+    predictions = logits.argmax(-1)
+    expected = np.zeros((4, 4), np.int64)
+    for label, prediction, weight in zip(
+        labels.ravel(),
+        predictions.ravel(),
+        np.ones(labels.size) if weights is None else weights.ravel(),
+        strict=True,
+    ):
+        if label != 255:
+            expected[label, prediction] += int(weight)
+    np.testing.assert_array_equal(metric.confusion_matrix(), expected)
