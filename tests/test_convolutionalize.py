@@ -7,6 +7,7 @@ from helpers import images
 
 from fcn_tf.models import build_fcn
 from fcn_tf.models.backbones import load_vgg16_weights, vgg16_trunk
+from fcn_tf.models.convolutionalize import transfer_weights
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +113,10 @@ def test_convolutional_only_file_warns_that_fc_layers_stay_random(tmp_path):
     np.testing.assert_array_equal(
         trunk.get_layer("conv1_1").kernel.numpy(), notop.get_layer("block1_conv1").kernel.numpy()
     )
+
+
+def test_transfer_refuses_same_size_different_layout():
+    source = keras.Sequential([keras.Input((None, None, 8)), keras.layers.Conv2D(6, 2, name="c")])
+    target = keras.Sequential([keras.Input((None, None, 6)), keras.layers.Conv2D(8, 2, name="c")])
+    with pytest.raises(ValueError, match="do not fit 'c'"):
+        transfer_weights(source, target, origin="test")

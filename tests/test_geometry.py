@@ -114,3 +114,43 @@ def test_misaligned_crop_breaks_flip_equivariance():
     y = shifted(x, training=False).numpy()
     flipped = shifted(np.flip(x, 1), training=False).numpy()
     assert not np.allclose(flipped, np.flip(y, 1), rtol=1e-3, atol=1e-3 * np.abs(y).max())
+
+
+@pytest.mark.parametrize("stride", [32, 16, 8])
+def test_resnet50_alignment_flip_equivariance(stride):
+    """ResNet50's cells sit on pixels 32j: centred, and so mirror-symmetric, at sizes 32k + 1.
+
+    That is where the odd (2f - 1) upsampling kernels must land exactly on the input grid.
+    """
+    rng = np.random.default_rng(stride)
+    model = build_fcn(3, stride, backbone="resnet50")
+    randomize(model, rng, symmetric=True)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, _ = layer.get_weights()
+            layer.set_weights([gamma, beta, mean, np.ones_like(gamma)])
+    x = rng.uniform(0, 255, (1, 97, 65, 3)).astype("float32")
+    y = model(x, training=False).numpy()
+    scale = np.abs(y).max()
+    assert scale > 0
+    for axis in (1, 2):
+        flipped = model(np.flip(x, axis), training=False).numpy()
+        np.testing.assert_allclose(flipped, np.flip(y, axis), rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_mobilenet_v2_cells_by_hand():
+    """Conv1 (3x3/2 SAME on even sizes) and each later (0, 1)-padded 3x3/2 put cell j at s*j+s-1."""
+    model = build_fcn(3, 8, backbone="mobilenet_v2", backbone_options={"alpha": 0.35})
+    for stride, layer in {8: "block_5_add", 16: "block_12_add", 32: "out_relu"}.items():
+        cell_to_pixel = trace(model.get_layer(layer).output).inverse()
+        assert cell_to_pixel == CoordMap(Fraction(stride), Fraction(stride - 1))
+
+
+def test_unknown_geometry_raises_instead_of_misaligning():
+    x = keras.Input((None, None, 3))
+    upsampled = keras.layers.UpSampling2D(2)(x)
+    with pytest.raises(ValueError, match="UpSampling2D"):
+        trace(upsampled)
+    inner = keras.Sequential([keras.layers.Conv2D(3, 3, strides=2)])
+    with pytest.raises(ValueError, match="no coordinate map"):
+        trace(inner(x))

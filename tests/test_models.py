@@ -138,3 +138,28 @@ def test_batch_elements_are_independent(rng):
     batched = model(x, training=False).numpy()
     single = np.concatenate([model(x[i : i + 1], training=False).numpy() for i in range(3)])
     np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)
+
+
+def test_final_upsampler_stays_fixed_after_unfreezing():
+    model = build_fcn(3, 8, backbone_options=TINY_VGG)
+    model.trainable = False
+    model.trainable = True
+    trainable = {v.path.split("/")[0] for v in model.trainable_variables}
+    assert "upscore8" not in trainable
+    assert {"upscore2", "upscore_pool4", "score_fr", "conv1_1"} <= trainable
+    restored = keras.Model.from_config(model.get_config())
+    assert not restored.get_layer("upscore8").trainable
+
+
+def test_fixed_upsampling_as_the_released_nets():
+    model = build_fcn(3, 8, learn_upsampling=False, backbone_options=TINY_VGG)
+    trainable = {v.path.split("/")[0] for v in model.trainable_variables}
+    assert not trainable & {"upscore2", "upscore_pool4", "upscore8"}
+    assert "score_pool3" in trainable
+
+
+def test_argument_errors_name_the_argument():
+    with pytest.raises(ValueError, match="num_classes"):
+        build_fcn(0, backbone_options=TINY_VGG)
+    with pytest.raises(ValueError, match="at_once"):
+        build_fcn(3, 32, at_once=True, backbone_options=TINY_VGG)

@@ -54,6 +54,14 @@ def classifier_model(
     )
 
 
+def _convolutionalizes(source: keras.layers.Layer, target: keras.layers.Layer) -> bool:
+    """Whether ``source`` is a fully connected layer and ``target`` its convolution."""
+    if not (isinstance(source, keras.layers.Dense) and isinstance(target, keras.layers.Conv2D)):
+        return False
+    kernel, conv_kernel = source.kernel.shape, target.kernel.shape
+    return kernel[-1] == conv_kernel[-1] and int(np.prod(conv_kernel[:-1])) == kernel[0]
+
+
 def transfer_weights(
     source: keras.Model,
     target: keras.Model,
@@ -61,9 +69,10 @@ def transfer_weights(
     *,
     origin: str = "source",
 ) -> list[str]:
-    """Copy weights layer by layer, matched by name, reshaping where only the layout differs.
+    """Copy weights layer by layer, matched by name; fully connected kernels become convolutions.
 
-    A reshape is what turns a fully connected kernel into the equivalent convolution kernel.
+    Reshaping a ``Dense`` kernel is all it takes when the convolution covers the flattened
+    input; any other shape mismatch is an error.
     Returns the names of the target layers that received weights.
 
     >>> dense = keras.Sequential([keras.Input((2, 2, 3)), keras.layers.Flatten(),
@@ -87,8 +96,8 @@ def transfer_weights(
             target_layer = target.get_layer(name)
         except ValueError:
             continue
-        shapes = [w.shape for w in target_layer.get_weights()]
-        if [int(np.prod(s)) for s in shapes] != [w.size for w in weights]:
+        shapes = [tuple(w.shape) for w in target_layer.get_weights()]
+        if [w.shape for w in weights] != shapes and not _convolutionalizes(layer, target_layer):
             raise ValueError(
                 f"{origin}: layer {layer.name!r} has weights of shapes "
                 f"{[w.shape for w in weights]}, which do not fit {name!r} {shapes}"

@@ -12,12 +12,14 @@ Which geometry:
   padding costs compute: a 224x224 image runs VGG16 on 424x424.
 * ``"same"`` pads every convolution to keep sizes (fc6 included) and needs no 100-pixel pad:
   less compute, most on small images, for training your own models; the only choice for the
-  ResNet50 and MobileNetV2 backbones.
+  ResNet50 and MobileNetV2 backbones. Its score maps end at the image border, so the last
+  half cell of pixels there is interpolated from fewer cells (weaker logits at the edge).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, TypedDict
 
 import keras
 from keras import layers
@@ -25,9 +27,12 @@ from keras import layers
 from fcn_tf.models.backbones import get_backbone
 from fcn_tf.models.geometry import crop_offset, upsampling_kernel_size
 from fcn_tf.models.initializers import BilinearUpsampling
-from fcn_tf.models.layers import Crop, PadToMultiple, Preprocess
+from fcn_tf.models.layers import Crop, FixedConv2DTranspose, PadToMultiple, Preprocess
 
-__all__ = ["FCN8s", "FCN16s", "FCN32s", "build_fcn"]
+if TYPE_CHECKING:
+    from typing import Unpack
+
+__all__ = ["FCN8s", "FCN16s", "FCN32s", "FCNOptions", "build_fcn"]
 
 # Skip layers from coarse to fine: (stride, reference name, feature scale of the at-once net).
 SKIPS = ((16, "pool4", 0.01), (8, "pool3", 0.0001))
@@ -43,15 +48,15 @@ def _score(num_classes: int, name: str) -> layers.Conv2D:
     )
 
 
-def _upsample(x, factor: int, target, name: str, trainable: bool):
+def _upsample(x, factor: int, target, name: str, learned: bool):
     kernel = upsampling_kernel_size(factor, x, target)
-    return layers.Conv2DTranspose(
+    layer = layers.Conv2DTranspose if learned else FixedConv2DTranspose
+    return layer(
         x.shape[-1],
         kernel,
         strides=factor,
         use_bias=False,
         kernel_initializer=BilinearUpsampling(),
-        trainable=trainable,
         name=name,
     )(x)
 
@@ -77,6 +82,7 @@ def build_fcn(
     backbone_weights: str | None = None,
     geometry: str | None = None,
     at_once: bool = False,
+    learn_upsampling: bool = True,
     backbone_options: Mapping[str, object] | None = None,
     name: str | None = None,
 ) -> keras.Model:
@@ -91,6 +97,9 @@ def build_fcn(
             when ``None``.
         at_once: scale pool4 by 0.01 and pool3 by 0.0001 before scoring, as the reference
             FCN-8s trained in one stage.
+        learn_upsampling: the intermediate upsamplers (``upscore2``, ``upscore_pool4``) learn,
+            as the paper's section 4.2 says; ``False`` fixes them to bilinear, as the
+            authors' released nets do (``lr_mult: 0``). The final upsampler is always fixed.
         backbone_options: keyword arguments of the backbone's builder, e.g. ``{"width": 0.25}``.
         name: the model's name; ``fcn8s_vgg16`` style by default.
 
@@ -102,6 +111,10 @@ def build_fcn(
     """
     if output_stride not in FINAL_UPSAMPLER:
         raise ValueError(f"output_stride must be 32, 16 or 8, got {output_stride!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if at_once and output_stride == 32:
+        raise ValueError("at_once scales skip features; FCN-32s (output_stride=32) has none")
     spec = get_backbone(backbone)
     geometry = geometry or spec.default_geometry
     if geometry not in spec.geometries:
@@ -128,17 +141,29 @@ def build_fcn(
         if at_once:
             feature = layers.Rescaling(scale, name=f"scale_{pool}")(feature)
         skip = _score(num_classes, f"score_{pool}")(feature)
-        upscored = _upsample(score, stride // skip_stride, skip, upscore_name, trainable=True)
+        upscored = _upsample(score, stride // skip_stride, skip, upscore_name, learn_upsampling)
         score = _fuse(upscored, skip, pool, upscore_name)
         stride, upscore_name = skip_stride, f"upscore_{pool}"
 
     # The last upsampler stays bilinear (section 4.3): learning it did not help.
-    upscored = _upsample(score, stride, image, FINAL_UPSAMPLER[stride], trainable=False)
+    upscored = _upsample(score, stride, image, FINAL_UPSAMPLER[stride], learned=False)
     logits = Crop(crop_offset(upscored, image), dtype="float32", name="score")([upscored, image])
     return keras.Model(image, logits, name=name or f"fcn{output_stride}s_{backbone}")
 
 
-def FCN32s(num_classes: int = 21, **kwargs) -> keras.Model:
+class FCNOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`build_fcn` that the named builders pass through."""
+
+    backbone: str
+    backbone_weights: str | None
+    geometry: str | None
+    at_once: bool
+    learn_upsampling: bool
+    backbone_options: Mapping[str, object] | None
+    name: str | None
+
+
+def FCN32s(num_classes: int = 21, **kwargs: Unpack[FCNOptions]) -> keras.Model:
     """FCN-32s: ``score_fr`` upsampled 32x in one step. Arguments as :func:`build_fcn`.
 
     >>> model = FCN32s(3, backbone_options={"width": 1 / 32, "fc_units": 8})
@@ -148,7 +173,7 @@ def FCN32s(num_classes: int = 21, **kwargs) -> keras.Model:
     return build_fcn(num_classes, output_stride=32, **kwargs)
 
 
-def FCN16s(num_classes: int = 21, **kwargs) -> keras.Model:
+def FCN16s(num_classes: int = 21, **kwargs: Unpack[FCNOptions]) -> keras.Model:
     """FCN-16s: FCN-32s plus the pool4 skip. Arguments as :func:`build_fcn`.
 
     >>> FCN16s(3, backbone_options={"width": 1 / 32, "fc_units": 8}).name
@@ -157,7 +182,7 @@ def FCN16s(num_classes: int = 21, **kwargs) -> keras.Model:
     return build_fcn(num_classes, output_stride=16, **kwargs)
 
 
-def FCN8s(num_classes: int = 21, **kwargs) -> keras.Model:
+def FCN8s(num_classes: int = 21, **kwargs: Unpack[FCNOptions]) -> keras.Model:
     """FCN-8s: FCN-16s plus the pool3 skip, the paper's best net. Arguments as :func:`build_fcn`.
 
     >>> model = FCN8s(3, backbone_options={"width": 1 / 32, "fc_units": 8})

@@ -74,22 +74,48 @@ def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def _conv_like(kernel, stride, padding: str) -> CoordMap:
-    (k, k2), (s, s2) = _pair(kernel), _pair(stride)
-    if (k, s) != (k2, s2):
-        raise ValueError(f"anisotropic kernel {kernel} / stride {stride} is not supported")
-    pad = 0 if padding == "valid" else _same_pad_before(k, s)
+def _conv_like(layer: keras.layers.Layer, kernel, stride, dilation=1) -> CoordMap:
+    (k, k2), (s, s2), (d, d2) = _pair(kernel), _pair(stride), _pair(dilation)
+    if (k, s, d) != (k2, s2, d2):
+        raise ValueError(f"{layer.name}: anisotropic kernel, stride or dilation is not supported")
+    k = (k - 1) * d + 1  # the footprint of a dilated kernel
+    pad = 0 if layer.padding == "valid" else _same_pad_before(k, s)
     return conv_map(k, s, pad)
 
 
+# Layers whose output pixel i depends only on input pixel i (or that take no spatial input).
+_POINTWISE = (
+    keras.layers.InputLayer,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.Rescaling,
+    keras.layers.Normalization,
+    keras.layers.Add,
+    keras.layers.Multiply,
+    keras.layers.Concatenate,
+    keras.layers.Identity,
+)
+
+
 def coord_map_of(layer: keras.layers.Layer) -> CoordMap:
-    """Input to output coordinates of one Keras layer (identity for pointwise layers).
+    """Input to output coordinates of one Keras layer.
+
+    Known pointwise layers map to the identity; a layer that changes geometry in a way this
+    module does not know raises, rather than yield a silently misaligned crop.
 
     >>> coord_map_of(keras.layers.ZeroPadding2D(100))
     CoordMap(scale=Fraction(1, 1), shift=Fraction(100, 1))
+    >>> coord_map_of(keras.layers.Conv2D(1, 3, dilation_rate=2))   # a 5x5 footprint
+    CoordMap(scale=Fraction(1, 1), shift=Fraction(-2, 1))
     """
     if hasattr(layer, "coord_map"):
         return layer.coord_map()
+    if isinstance(layer, _POINTWISE):
+        return IDENTITY
     if isinstance(layer, keras.layers.ZeroPadding2D):
         (top, _), (left, _) = layer.padding
         if top != left:
@@ -99,16 +125,17 @@ def coord_map_of(layer: keras.layers.Layer) -> CoordMap:
         (top, _), (left, _) = layer.cropping
         return CoordMap(shift=-Fraction(top))
     if isinstance(layer, keras.layers.Conv2DTranspose):
-        if layer.padding != "valid":
-            raise ValueError(f"{layer.name}: only 'valid' transposed convolutions are traced")
+        if layer.padding != "valid" or max(layer.dilation_rate) != 1:
+            raise ValueError(f"{layer.name}: only undilated 'valid' transposed convolutions")
         return deconv_map(layer.kernel_size[0], layer.strides[0])
-    if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
-        return _conv_like(layer.kernel_size, layer.strides, layer.padding)
-    if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
-        return _conv_like(layer.pool_size, layer.strides, layer.padding)
-    if isinstance(layer, (keras.layers.UpSampling2D, keras.layers.Resizing)):
-        raise ValueError(f"{layer.name}: {type(layer).__name__} has no affine coordinate map")
-    return IDENTITY
+    if hasattr(layer, "pool_size"):
+        return _conv_like(layer, layer.pool_size, layer.strides)
+    if hasattr(layer, "kernel_size"):  # Conv2D, DepthwiseConv2D, SeparableConv2D, ...
+        return _conv_like(layer, layer.kernel_size, layer.strides, layer.dilation_rate)
+    raise ValueError(
+        f"{layer.name}: no coordinate map for {type(layer).__name__}; give it a coord_map() "
+        "method or build the backbone from known layers"
+    )
 
 
 def trace(tensor: keras.KerasTensor) -> CoordMap:

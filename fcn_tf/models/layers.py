@@ -10,7 +10,7 @@ from keras import ops
 
 from fcn_tf.models.geometry import CoordMap
 
-__all__ = ["Crop", "PadToMultiple", "Preprocess"]
+__all__ = ["Crop", "FixedConv2DTranspose", "PadToMultiple", "Preprocess"]
 
 
 @keras.saving.register_keras_serializable(package="fcn_tf")
@@ -37,6 +37,14 @@ class Preprocess(keras.layers.Layer):
         self.scale = float(scale) if isinstance(scale, (int, float)) else tuple(map(float, scale))
         self.reverse_channels = bool(reverse_channels)
 
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and len(self.mean) != channels:
+            raise ValueError(
+                f"{self.name}: mean has {len(self.mean)} values for {channels} input channels"
+            )
+        super().build(input_shape)
+
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
         if self.reverse_channels:
@@ -47,6 +55,9 @@ class Preprocess(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def coord_map(self) -> CoordMap:
+        return CoordMap()
 
     def get_config(self) -> dict:
         return {
@@ -116,5 +127,34 @@ class PadToMultiple(keras.layers.Layer):
 
         return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
 
+    def coord_map(self) -> CoordMap:
+        return CoordMap()  # padding goes after the image: no pixel moves
+
     def get_config(self) -> dict:
         return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class FixedConv2DTranspose(keras.layers.Conv2DTranspose):
+    """A ``Conv2DTranspose`` that never trains, as Caffe's ``lr_mult: 0``.
+
+    Unlike ``trainable=False`` on a plain layer, ``model.trainable = True`` (the usual unfreeze
+    after training a head) does not make it trainable again.
+
+    >>> layer = FixedConv2DTranspose(2, 4, strides=2, use_bias=False)
+    >>> layer.trainable = True
+    >>> layer.trainable
+    False
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["trainable"] = False
+        super().__init__(*args, **kwargs)
+
+    @property
+    def trainable(self) -> bool:
+        return False
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        keras.layers.Layer.trainable.fset(self, False)
