@@ -210,28 +210,44 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent(
     rng = np.random.default_rng(0)
     images = rng.normal(size=(4, 6, 6, 3)).astype("float32")
     labels = rng.integers(0, 4, (4, 6, 6)).astype("int32")
+    labels[0, :4] = 255  # the replicas see different numbers of valid pixels
     kernel = rng.normal(size=(1, 1, 3, 4)).astype("float32")
+
+    def new_model():
+        model = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 1)])
+        model.set_weights([kernel, np.zeros(4, "float32")])
+        return model
 
     def one_step(normalize, strategy):
         with strategy.scope():
-            model = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 1)])
-            model.set_weights([kernel, np.zeros(4, "float32")])
+            model = new_model()
             model.compile(optimizer=keras.optimizers.SGD(0.01),
                           loss=SegmentationCrossEntropy(normalize=normalize))
         model.fit(images, labels, batch_size=4, epochs=1, shuffle=False, verbose=0)
         return model.get_weights()[0].tolist()
 
+    def mean_of_replica_means_step():
+        # What "valid" means under a strategy: each replica averages its own valid pixels.
+        model, loss = new_model(), SegmentationCrossEntropy(normalize="valid")
+        with tf.GradientTape() as tape:
+            logits = model(images)
+            value = (loss(labels[:2], logits[:2]) + loss(labels[2:], logits[2:])) / 2
+        grads = tape.gradient(value, model.trainable_variables)
+        keras.optimizers.SGD(0.01).apply(grads, model.trainable_variables)
+        return model.get_weights()[0].tolist()
+
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    out = {}
-    for normalize in ("none", "valid", "batch"):
-        out[normalize] = [one_step(normalize, tf.distribute.get_strategy()),
-                          one_step(normalize, mirrored)]
+    default = tf.distribute.get_strategy()
+    out = {normalize: [one_step(normalize, default), one_step(normalize, mirrored)]
+           for normalize in ("none", "batch")}
+    out["valid"] = [mean_of_replica_means_step(), one_step("valid", mirrored)]
     print("RESULT" + json.dumps(out))
     """
 )
 
 
 def test_mirrored_strategy_gradients_match_single_device():
+    """none and batch equal one device exactly; valid averages each replica's own mean."""
     # Logical devices must be configured before TF initialises, hence a fresh interpreter.
     for normalize, (single, mirrored) in run_python_json(_DISTRIBUTED_SCRIPT).items():
         np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6, err_msg=normalize)
