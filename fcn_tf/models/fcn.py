@@ -8,8 +8,8 @@ upsampling kernel sizes follow from the layer geometry (:mod:`fcn_tf.models.geom
 Which geometry:
 
 * ``"caffe"`` (VGG16's default) is the reference nets: conv1_1 padded by 100, round-up pooling,
-  a valid 7x7 fc6. Choose it to reproduce the paper or to load the authors' weights. The
-  padding costs compute: a 224x224 image runs VGG16 on 424x424.
+  a valid 7x7 fc6. Choose it to reproduce the paper. The padding costs compute: a 224x224
+  image runs VGG16 on 424x424.
 * ``"same"`` pads every convolution to keep sizes (fc6 included) and needs no 100-pixel pad:
   less compute, most on small images, for training your own models; the only choice for the
   ResNet50 and MobileNetV2 backbones. Its score maps end at the image border, so the last
