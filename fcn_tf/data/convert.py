@@ -1,0 +1,75 @@
+"""Convert a dataset to sharded TFRecords: ``python -m fcn_tf.data.convert DATASET ...``.
+
+Example: ``python -m fcn_tf.data.convert camvid --root ../shared/datasets/camvid --split val
+--out records/camvid/val --shards 4 --workers 2``. Options a dataset does not take are ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from collections.abc import Sequence
+
+from fcn_tf.data.converters import CONVERTERS, get_converter
+from fcn_tf.data.writer import BadSampleError, write_dataset
+
+__all__ = ["convert", "main"]
+
+
+def convert(
+    dataset: str,
+    out: str,
+    split: str,
+    shards: int = 1,
+    workers: int = 1,
+    skip_bad: bool = False,
+    verbose: bool = True,
+    **options,
+) -> dict:
+    """Build the ``dataset`` converter from the ``options`` it takes and write its records."""
+    converter_class = get_converter(dataset)
+    accepted = inspect.signature(converter_class).parameters
+    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+    converter = converter_class(split=split, **kwargs)
+    return write_dataset(converter, out, split, shards, workers, skip_bad, verbose)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fcn_tf.data.convert", description=__doc__)
+    parser.add_argument("dataset", choices=sorted(CONVERTERS))
+    parser.add_argument("--root", help="the dataset's folder, in its original layout")
+    parser.add_argument("--split", required=True, help="e.g. train, val, seg11valid")
+    parser.add_argument("--out", required=True, help="folder for the shards and dataset.json")
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="processes reading and encoding")
+    parser.add_argument("--skip-bad", action="store_true", help="skip bad samples, list them")
+    extra = parser.add_argument_group("dataset options")
+    extra.add_argument("--count", type=int, help="synthetic: number of images")
+    extra.add_argument("--height", type=int, help="synthetic: image height")
+    extra.add_argument("--width", type=int, help="synthetic: image width")
+    extra.add_argument("--seed", type=int, help="synthetic: seed")
+    extra.add_argument("--year", help="voc: VOC2011 or VOC2012 folder name")
+    extra.add_argument("--palette", help="folder: palette file for RGB masks")
+    extra.add_argument("--num-classes", type=int, help="folder: number of classes")
+    extra.add_argument("--class-names", help="folder: comma-separated class names")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
+    dataset, out, split = args.pop("dataset"), args.pop("out"), args.pop("split")
+    try:
+        metadata = convert(dataset, out, split, **args)
+    except (BadSampleError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    summary = {k: metadata[k] for k in ("name", "split", "count", "files")}
+    summary["skipped"] = len(metadata["skipped"])
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
