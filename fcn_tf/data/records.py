@@ -58,6 +58,7 @@ class Sample:
     label: np.ndarray
     depth: np.ndarray | None = None
     geometric: np.ndarray | None = None
+    origin: str = ""  # the source files, for error messages; the filename when empty
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -119,7 +120,8 @@ def encode_example(sample: Sample, height: int, width: int) -> bytes:
     if sample.geometric is not None:
         features[GEOMETRIC] = _bytes(encode_png(np.asarray(sample.geometric, np.uint8)))
     example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString()
+    # Map fields serialize in arbitrary order unless asked: shards must not depend on workers.
+    return example.SerializeToString(deterministic=True)
 
 
 _FEATURES = {

@@ -88,23 +88,24 @@ def _decode_rgb(image: bytes | np.ndarray, filename: str) -> np.ndarray:
 
 def check_sample(sample: Sample, num_classes: int, ignore_label: int) -> np.ndarray:
     """The decoded RGB image, after checking sizes and label values; raises naming the file."""
-    rgb = _decode_rgb(sample.image, sample.filename)
+    where = sample.origin or sample.filename
+    rgb = _decode_rgb(sample.image, where)
     label = np.asarray(sample.label)
     if label.shape != rgb.shape[:2]:
         raise BadSampleError(
-            f"{sample.filename}: image is {rgb.shape[1]}x{rgb.shape[0]} but its label is "
+            f"{where}: image is {rgb.shape[1]}x{rgb.shape[0]} but its label is "
             f"{label.shape[1] if label.ndim > 1 else '?'}x{label.shape[0]} (width x height)"
         )
     bad = (label >= num_classes) & (label != ignore_label)
     if bad.any():
         values = sorted(int(v) for v in np.unique(label[bad]))
         raise BadSampleError(
-            f"{sample.filename}: label values {values[:10]} outside [0, {num_classes}) and not "
+            f"{where}: label values {values[:10]} outside [0, {num_classes}) and not "
             f"the ignore label {ignore_label}"
         )
     for extra, name in ((sample.depth, "depth"), (sample.geometric, "geometric labels")):
         if extra is not None and np.shape(extra) != label.shape:
-            raise BadSampleError(f"{sample.filename}: {name} {np.shape(extra)} != {label.shape}")
+            raise BadSampleError(f"{where}: {name} {np.shape(extra)} != {label.shape}")
     return rgb
 
 

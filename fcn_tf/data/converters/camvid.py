@@ -59,4 +59,9 @@ class CamVid(Converter):
         image_path, label_path = key.split("\t")
         label = read_label(label_path)
         label = np.where(label == VOID, self.ignore_label, label).astype(np.uint8)
-        return Sample(os.path.basename(image_path), read_bytes(image_path), label)
+        return Sample(
+            os.path.basename(image_path),
+            read_bytes(image_path),
+            label,
+            origin=f"{image_path} (label {label_path})",
+        )

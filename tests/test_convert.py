@@ -1,0 +1,165 @@
+"""The shard writer and the CamVid converter: real layout, bad input, atomicity, determinism."""
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import REPO_ROOT, run_python
+from PIL import Image
+
+from fcn_tf.data.convert import convert, main
+from fcn_tf.data.records import decode_example
+
+CAMVID = REPO_ROOT.parent / "shared" / "datasets" / "camvid"
+
+
+def read_records(folder: Path) -> list[dict]:
+    metadata = json.loads((folder / "dataset.json").read_text())
+    files = [str(folder / name) for name in metadata["files"]]
+    return [
+        {k: v.numpy() for k, v in decode_example(record).items()}
+        for record in tf.data.TFRecordDataset(files)
+    ]
+
+
+def camvid_tree(root: Path, rng: np.random.Generator, sizes=((24, 32),) * 5) -> list:
+    """A CamVid tree in the SegNet layout, list files holding another machine's paths."""
+    (root / "val").mkdir(parents=True)
+    (root / "valannot").mkdir()
+    lines, samples = [], []
+    for i, (h, w) in enumerate(sizes):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        label = rng.integers(0, 12, (h, w), dtype=np.uint8)
+        Image.fromarray(image).save(root / "val" / f"f{i}.png")
+        Image.fromarray(label).save(root / "valannot" / f"f{i}.png")
+        lines.append(f"/SegNet/CamVid/val/f{i}.png /SegNet/CamVid/valannot/f{i}.png")
+        samples.append((image, label))
+    (root / "val.txt").write_text("\n".join(lines) + "\n")
+    return samples
+
+
+def test_camvid_fixture_round_trip(tmp_path, rng):
+    samples = camvid_tree(tmp_path / "camvid", rng)
+    metadata = convert(
+        "camvid",
+        str(tmp_path / "out"),
+        "val",
+        root=str(tmp_path / "camvid"),
+        shards=2,
+        verbose=False,
+    )
+    records = read_records(tmp_path / "out")
+    assert metadata["count"] == len(records) == 5
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "dataset.json",
+        "val-00000-of-00002.tfrecord",
+        "val-00001-of-00002.tfrecord",
+    ]
+    expected_counts = np.zeros(11, np.int64)
+    for record, (image, label) in zip(records, samples, strict=True):
+        np.testing.assert_array_equal(record["image"], image)
+        np.testing.assert_array_equal(record["label"], np.where(label == 11, 255, label))
+        expected_counts += np.bincount(label[label < 11], minlength=11)
+    assert metadata["class_pixel_counts"] == expected_counts.tolist()
+    mean = np.concatenate([i.reshape(-1, 3) for i, _ in samples]).mean(axis=0)
+    np.testing.assert_allclose(metadata["mean_rgb"], mean, atol=1e-3)
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason=f"CamVid is not at {CAMVID}")
+def test_camvid_val_on_the_real_dataset(tmp_path):
+    metadata = convert(
+        "camvid", str(tmp_path), "val", root=str(CAMVID), shards=4, workers=2, verbose=False
+    )
+    counts = np.zeros(11, np.int64)
+    for path in sorted((CAMVID / "valannot").glob("*.png")):
+        label = np.asarray(Image.open(path))
+        counts += np.bincount(label[label < 11].ravel(), minlength=11)
+    assert metadata["count"] == 101
+    assert metadata["class_pixel_counts"] == counts.tolist()
+    assert (
+        sum(1 for _ in tf.data.TFRecordDataset([str(tmp_path / f) for f in metadata["files"]]))
+        == 101
+    )
+
+
+def test_workers_do_not_change_the_bytes(tmp_path, rng):
+    camvid_tree(tmp_path / "camvid", rng, sizes=[(8 + i, 9) for i in range(7)])
+    for workers in (1, 2):
+        convert(
+            "camvid",
+            str(tmp_path / f"w{workers}"),
+            "val",
+            root=str(tmp_path / "camvid"),
+            shards=3,
+            workers=workers,
+            verbose=False,
+        )
+    for name in os.listdir(tmp_path / "w1"):
+        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()
+
+
+def break_sample(root: Path, how: str) -> str:
+    label_path = root / "valannot" / "f2.png"
+    if how == "size":
+        Image.fromarray(np.zeros((5, 5), np.uint8)).save(label_path)
+    elif how == "unreadable":
+        label_path.write_bytes(b"not a png")
+    elif how == "range":
+        Image.fromarray(np.full((24, 32), 40, np.uint8)).save(label_path)
+    return str(label_path)
+
+
+@pytest.mark.parametrize("how", ["size", "unreadable", "range"])
+def test_bad_sample_is_named_or_skipped(how, tmp_path, rng):
+    root = tmp_path / "camvid"
+    camvid_tree(root, rng)
+    named = break_sample(root, how)
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        convert("camvid", str(tmp_path / "a"), "val", root=str(root), verbose=False)
+    assert not (tmp_path / "a" / "dataset.json").exists()
+    assert not list((tmp_path / "a").glob("*.tfrecord*"))
+    metadata = convert(
+        "camvid", str(tmp_path / "b"), "val", root=str(root), skip_bad=True, verbose=False
+    )
+    assert metadata["count"] == 4 and len(read_records(tmp_path / "b")) == 4
+    [skipped] = metadata["skipped"]
+    assert named in skipped["reason"]
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    assert main(["camvid", "--root", str(tmp_path), "--split", "val", "--out", str(tmp_path)]) == 1
+    assert "no list file" in capsys.readouterr().err
+
+
+KILLED_HALF_WAY = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    from fcn_tf.data.records import Sample
+    from fcn_tf.data.writer import Converter, write_dataset
+
+    class Dies(Converter):
+        name, class_names = "dies", ("a", "b")
+        def keys(self):
+            return [str(i) for i in range(10)]
+        def load(self, key):
+            if key == "7":  # after the first shards are complete
+                os.kill(os.getpid(), signal.SIGKILL)
+            return Sample(key, np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), np.uint8))
+
+    write_dataset(Dies(), sys.argv[1] if len(sys.argv) > 1 else os.environ["OUT"], "train",
+                  shards=5, verbose=False)
+    """
+)
+
+
+def test_killed_conversion_leaves_nothing_that_looks_complete(tmp_path):
+    with pytest.raises(AssertionError):
+        run_python(KILLED_HALF_WAY, env={"OUT": str(tmp_path)})
+    left = os.listdir(tmp_path)
+    assert left, "the killed run should have left its temporary shards"
+    assert all(name.endswith(".tmp") for name in left), left
