@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,7 +34,9 @@ def convert(
     accepted = inspect.signature(converter_class).parameters
     kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
     converter = converter_class(split=split, **kwargs)
-    return write_dataset(converter, out, split, shards, workers, skip_bad, verbose)
+    # A split may be a list file's path (VOC's seg11valid): name the shards after its stem.
+    name = os.path.splitext(os.path.basename(split))[0] if os.sep in split else split
+    return write_dataset(converter, out, name, shards, workers, skip_bad, verbose)
 
 
 def _parser() -> argparse.ArgumentParser:
