@@ -69,7 +69,10 @@ def encode_png(array: np.ndarray) -> bytes:
     """
     array = np.asarray(array)
     if array.dtype == np.uint16:
-        image = Image.fromarray(array.astype(np.uint16), mode="I;16")
+        if array.ndim != 2:
+            raise ValueError(f"16-bit PNGs here are single-channel, got shape {array.shape}")
+        # Explicit little-endian bytes: Pillow's I;16 mode, whatever the platform's order.
+        image = Image.frombytes("I;16", array.shape[::-1], np.asarray(array, "<u2").tobytes())
     elif array.dtype == np.uint8:
         image = Image.fromarray(array)
     else:

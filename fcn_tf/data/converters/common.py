@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.io
 from PIL import Image
 
 from fcn_tf.data.writer import BadSampleError
 
-__all__ = ["read_bytes", "read_label", "read_lines"]
+__all__ = ["read_bytes", "read_image", "read_label", "read_lines", "read_mat", "shift_labels"]
+
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
 def read_bytes(path: str) -> bytes:
@@ -41,3 +44,63 @@ def read_lines(path: str) -> list[str]:
             return [line.strip() for line in file if line.strip()]
     except OSError as error:
         raise FileNotFoundError(f"{path}: cannot read list ({error.strerror})") from error
+
+
+def read_image(path: str) -> bytes | np.ndarray:
+    """An RGB JPEG or PNG file's bytes, else the image as a uint8 RGB array.
+
+    Raises :class:`BadSampleError` naming the file when it cannot be read.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.format in ("JPEG", "PNG") and image.mode == "RGB":
+                array = None
+            elif image.mode in (*WIDE_MODES, "F"):
+                # Pillow clips these to 8 bits rather than scaling them: refuse to guess.
+                raise BadSampleError(
+                    f"{path}: {image.mode} images are not converted; save as 8-bit RGB"
+                )
+            else:
+                array = np.asarray(image.convert("RGB"))
+    except BadSampleError:
+        raise
+    except Exception as error:
+        raise BadSampleError(f"{path}: unreadable image ({error})") from error
+    return read_bytes(path) if array is None else array
+
+
+def read_mat(path: str, key: str) -> np.ndarray:
+    """The 2-D integer matrix ``key`` of a MATLAB file, or :class:`BadSampleError` naming it."""
+    try:
+        content = scipy.io.loadmat(path)
+    except Exception as error:  # scipy raises several types, v7.3 (HDF5) files included
+        raise BadSampleError(f"{path}: unreadable MATLAB file ({error})") from error
+    if key not in content:
+        found = sorted(k for k in content if not k.startswith("__"))
+        raise BadSampleError(f"{path}: no {key!r} matrix (found {found})")
+    matrix = np.asarray(content[key])
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+        raise BadSampleError(f"{path}: {key!r} is {matrix.dtype} {matrix.shape}, not a 2-D map")
+    # MATLAB saves labels as doubles as often as integers: accept whole numbers only.
+    if not np.issubdtype(matrix.dtype, np.integer):
+        if not np.all(np.isfinite(matrix)) or np.any(matrix != np.round(matrix)):
+            raise BadSampleError(f"{path}: {key!r} holds non-integer values")
+    return matrix.astype(np.int64)
+
+
+def shift_labels(
+    matrix: np.ndarray, num_classes: int, void: tuple[int, ...], path: str
+) -> np.ndarray:
+    """Classes 1..num_classes -> 0..num_classes-1, ``void`` values -> 255; others raise.
+
+    >>> shift_labels(np.array([[0, 1, 3]]), 3, (0,), "x.mat")
+    array([[255,   0,   2]], dtype=uint8)
+    """
+    known = np.isin(matrix, void) | ((matrix >= 1) & (matrix <= num_classes))
+    if not known.all():
+        values = sorted(int(v) for v in np.unique(matrix[~known]))
+        raise BadSampleError(
+            f"{path}: label values {values[:10]} are neither classes 1-{num_classes} nor void "
+            f"{list(void)}"
+        )
+    return np.where(np.isin(matrix, void), 255, matrix - 1).astype(np.uint8)
