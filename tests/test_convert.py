@@ -163,3 +163,18 @@ def test_killed_conversion_leaves_nothing_that_looks_complete(tmp_path):
     left = os.listdir(tmp_path)
     assert left, "the killed run should have left its temporary shards"
     assert all(name.endswith(".tmp") for name in left), left
+
+
+def test_synthetic_records_equal_the_generator(tmp_path):
+    from fcn_tf.data import shapes
+
+    metadata = convert(
+        "synthetic", str(tmp_path), "val", count=3, height=20, width=30, seed=5, verbose=False
+    )
+    assert metadata["class_names"] == list(shapes.CLASS_NAMES)
+    records = read_records(tmp_path)
+    expected = list(shapes.samples("val", 3, 20, 30, seed=5))
+    for record, (name, image, label) in zip(records, expected, strict=True):
+        assert record["filename"].decode() == name
+        np.testing.assert_array_equal(record["image"], image)
+        np.testing.assert_array_equal(record["label"], label)
