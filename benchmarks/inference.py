@@ -1,0 +1,391 @@
+"""Inference speed of FCN-32s/16s/8s (VGG16) against this machine's fp32 matmul speed.
+
+For every variant x geometry x image size x ``jit_compile`` it times batch-1 inference through
+:class:`fcn_tf.inference.Predictor` (median after warm-up), counts FLOPs analytically
+(:func:`fcn_tf.flops.count_flops`: 2 x MACs of the convolutions, transposed ones included),
+and compares the latency with the roofline ``FLOPs / matmul rate``, the rate being
+``tf.linalg.matmul`` of two 4096 x 4096 float32 matrices measured in the same run (at the
+start and at the end: both are reported, the ratio uses the median of all samples).
+
+Other processes on the machine skew every number; ``background_cpu`` reports the share of
+the machine's CPU time they used while each configuration was timed (Linux only).
+
+Usage::
+
+    python benchmarks/inference.py --json /tmp/bench_inference.json   # full run, ~5-10 min
+    python benchmarks/inference.py --quick                            # smoke run, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+VARIANTS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
+GOAL = {
+    "backbone": "vgg16",
+    "variant": "fcn8s",
+    "geometry": "caffe",
+    "size": 500,
+    "max_ratio": 1.15,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 500], help="square sizes")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        choices=["vgg16", "resnet50", "mobilenet_v2"],
+        default=["vgg16"],
+        help="others run the 'same' geometry only",
+    )
+    parser.add_argument(
+        "--geometries", nargs="+", choices=["caffe", "same"], default=["caffe", "same"]
+    )
+    parser.add_argument("--jit", nargs="+", choices=["off", "on"], default=["off", "on"])
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per configuration")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs (first compiles)")
+    parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--matmul-repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: all)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="per configuration, wait up to S seconds in all for other processes to go idle "
+        "before each timed run (0: never wait)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the JSON report here")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, few runs")
+    # For tests: shrink the network so a run takes seconds.
+    parser.add_argument("--width", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--fc-units", type=int, default=4096, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes = [64] if args.sizes == [224, 500] else args.sizes
+        args.repeats, args.warmup = min(args.repeats, 2), min(args.warmup, 1)
+        args.matmul_size, args.matmul_repeats = min(args.matmul_size, 512), 3
+        args.quiet_wait = min(args.quiet_wait, 1.0)
+    return args
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class BackgroundLoad:
+    """Share of all cores' time that other processes used between ``start`` and ``stop``."""
+
+    def __init__(self) -> None:
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _busy(self) -> float | None:
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+        except OSError:
+            return None
+        idle = fields[3] + fields[4]  # idle + iowait
+        return (sum(fields[:8]) - idle) / self.hz
+
+    def wait_for_quiet(self, max_wait_s: float, threshold: float = 0.1) -> float:
+        """Sleep until others use under ``threshold`` of the CPU for 0.25 s; seconds waited."""
+        began = time.perf_counter()
+        while time.perf_counter() - began < max_wait_s:
+            self.start()
+            time.sleep(0.25)
+            share = self.stop()
+            if share is None or share < threshold:
+                break
+        return time.perf_counter() - began
+
+    def start(self) -> None:
+        times = os.times()
+        self._t0 = (time.perf_counter(), self._busy(), times.user + times.system)
+
+    def stop(self) -> float | None:
+        wall0, busy0, own0 = self._t0
+        wall, busy, times = time.perf_counter() - wall0, self._busy(), os.times()
+        if busy is None or busy0 is None or wall <= 0:
+            return None
+        other = (busy - busy0) - (times.user + times.system - own0)
+        return round(max(0.0, other / (wall * (os.cpu_count() or 1))), 3)
+
+
+def timed(fn: Callable[[], object], repeats: int, quiet_wait: float = 0.0) -> dict:
+    """Wall times of ``repeats`` calls, each after waiting (within ``quiet_wait`` s in all) for
+    other processes to go idle, and the CPU share those used during each call."""
+    load, samples, shares, waited = BackgroundLoad(), [], [], 0.0
+    for _ in range(repeats):
+        if quiet_wait - waited > 0:
+            waited += load.wait_for_quiet(quiet_wait - waited)
+        load.start()
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+        shares.append(load.stop())
+    known = [s for s in shares if s is not None]
+    return {
+        "samples": samples,
+        "shares": shares,
+        "background_cpu": round(statistics.mean(known), 3) if known else None,
+        "quiet_wait_s": round(waited, 1),
+    }
+
+
+def measure_matmul(tf, n: int, repeats: int, quiet_wait: float = 0.0) -> dict:
+    """fp32 ``n x n`` matmul rates of TensorFlow and numpy (GFLOP/s from median times)."""
+    flops = 2 * n**3
+    rng = np.random.default_rng(0)
+    a_np, b_np = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    a, b = tf.constant(a_np), tf.constant(b_np)
+    matmul = tf.function(tf.linalg.matmul)
+    matmul(a, b).numpy()
+    tf_run = timed(lambda: matmul(a, b).numpy(), repeats, quiet_wait)
+    tf_samples = tf_run["samples"]
+    a_np @ b_np
+    np_samples = timed(lambda: a_np @ b_np, max(3, repeats // 2), quiet_wait)["samples"]
+    return {
+        "n": n,
+        "tf_samples_s": [round(s, 5) for s in tf_samples],
+        "tf_background_cpu": tf_run["shares"],
+        "tf_gflops": round(flops / statistics.median(tf_samples) / 1e9, 1),
+        "tf_best_gflops": round(flops / min(tf_samples) / 1e9, 1),
+        "numpy_gflops": round(flops / statistics.median(np_samples) / 1e9, 1),
+        "background_cpu": tf_run["background_cpu"],
+    }
+
+
+def bench_config(tf, predictor, flops: int, size: int, args) -> dict:
+    images = tf.random.uniform((1, size, size, 3), 0, 255, seed=0)
+    start = time.perf_counter()
+    predictor(images).numpy()
+    first = time.perf_counter() - start
+    for _ in range(max(0, args.warmup - 1)):
+        predictor(images).numpy()
+    run = timed(lambda: predictor(images).numpy(), args.repeats, args.quiet_wait)
+    samples = run["samples"]
+    median = statistics.median(samples)
+    return {
+        "first_call_s": round(first, 4),
+        "latency_median_s": round(median, 4),
+        "latency_min_s": round(min(samples), 4),
+        "samples_s": [round(s, 4) for s in samples],
+        "gflops_per_s": round(flops / median / 1e9, 1),
+        "background_cpu": run["background_cpu"],
+        "quiet_wait_s": run["quiet_wait_s"],
+    }
+
+
+def table(results: list[dict]) -> str:
+    head = (
+        f"{'backbone':12} {'variant':7} {'geom':5} {'size':>4} {'jit':3} {'median s':>9} "
+        f"{'min s':>7} {'first s':>8} {'GFLOP':>7} {'GFLOP/s':>8} {'roof s':>7} {'ratio':>6} "
+        f"{'best':>5} {'bg cpu':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        bg = "-" if r["background_cpu"] is None else f"{r['background_cpu']:.2f}"
+        lines.append(
+            f"{r['backbone']:12} {r['variant']:7} {r['geometry']:5} {r['size']:4d} {r['jit']:3} "
+            f"{r['latency_median_s']:9.3f} {r['latency_min_s']:7.3f} {r['first_call_s']:8.2f} "
+            f"{r['flops'] / 1e9:7.1f} {r['gflops_per_s']:8.1f} {r['roofline_s']:7.3f} "
+            f"{r['roofline_ratio']:6.2f} {r['roofline_ratio_best']:5.2f} {bg:>6}"
+        )
+    return "\n".join(lines)
+
+
+def summarize(results: list[dict]) -> dict:
+    """XLA's speed-up per configuration and the goal configuration's best ratio."""
+    pairs = {}
+    for r in results:
+        key = " ".join(str(r[k]) for k in ("backbone", "variant", "geometry", "size"))
+        pairs.setdefault(key, {})[r["jit"]] = r
+    speedups = {
+        key: round(p["off"]["latency_median_s"] / p["on"]["latency_median_s"], 3)
+        for key, p in pairs.items()
+        if {"off", "on"} <= p.keys()
+    }
+    summary: dict = {"jit_speedup": speedups}
+    if speedups:
+        geo = math.exp(statistics.mean(math.log(v) for v in speedups.values()))
+        summary["jit_speedup_geomean"] = round(geo, 3)
+        hits = [
+            p[p["on"]["library_default"]]["latency_median_s"]
+            <= min(p["on"]["latency_median_s"], p["off"]["latency_median_s"])
+            for p in pairs.values()
+            if {"off", "on"} <= p.keys()
+        ]
+        summary["default_fastest"] = f"{sum(hits)}/{len(hits)}"
+    goal = [
+        r
+        for r in results
+        if (r["backbone"], r["variant"], r["geometry"], r["size"])
+        == (GOAL["backbone"], GOAL["variant"], GOAL["geometry"], GOAL["size"])
+    ]
+    if goal:
+        best = min(goal, key=lambda r: r["roofline_ratio"])
+        summary["goal"] = {
+            **GOAL,
+            "best_ratio": best["roofline_ratio"],
+            "jit": best["jit"],
+            "best_ratio_min_latency": min(r["roofline_ratio_best"] for r in goal),
+        }
+        summary["goal"]["met"] = best["roofline_ratio"] <= GOAL["max_ratio"]
+    return summary
+
+
+def write_json_atomically(path: str, report: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(report, file, indent=2)
+            file.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    from fcn_tf.flops import count_flops
+    from fcn_tf.inference import Predictor, default_jit_compile, onednn_weights_frozen
+    from fcn_tf.models import build_fcn, get_backbone
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    began = time.perf_counter()
+    progress(f"matmul {args.matmul_size}x{args.matmul_size} fp32 ...")
+    matmul_start = measure_matmul(tf, args.matmul_size, args.matmul_repeats, args.quiet_wait)
+    progress(f"  TF {matmul_start['tf_gflops']} GFLOP/s, numpy {matmul_start['numpy_gflops']}")
+
+    # Keras applications' backbones take the "same" geometry only.
+    plans = [
+        (backbone, variant, geometry)
+        for backbone in args.backbones
+        for variant in args.variants
+        for geometry in args.geometries
+        if geometry in get_backbone(backbone).geometries
+    ]
+    total = len(plans) * len(args.sizes) * len(args.jit)
+    raw = []
+    for backbone, variant, geometry in plans:
+        keras.utils.set_random_seed(0)
+        start = time.perf_counter()
+        options = {"width": args.width, "fc_units": args.fc_units} if backbone == "vgg16" else {}
+        model = build_fcn(
+            21, VARIANTS[variant], backbone, geometry=geometry, backbone_options=options
+        )
+        progress(f"built {model.name} {geometry} in {time.perf_counter() - start:.1f} s")
+        predictors = {jit: Predictor(model, jit_compile=jit == "on") for jit in args.jit}
+        default = "on" if default_jit_compile(model) else "off"
+        weight_mib = round(sum(w.numpy().nbytes for w in model.weights) / 2**20, 1)
+        for size in args.sizes:
+            flops = count_flops(model, (size, size, 3))
+            elementwise = count_flops(model, (size, size, 3), elementwise=True) - flops
+            for jit in args.jit:
+                row = {"backbone": backbone, "variant": variant, "geometry": geometry}
+                row.update(size=size, jit=jit, flops=flops, elementwise_flops=elementwise)
+                row.update(weights_mib=weight_mib, library_default=default)
+                row.update(bench_config(tf, predictors[jit], flops, size, args))
+                raw.append(row)
+                progress(
+                    f"[{len(raw)}/{total}] {backbone} {variant} {geometry} {size} jit={jit}: "
+                    f"{row['latency_median_s']:.3f} s ({row['gflops_per_s']} GFLOP/s), "
+                    f"elapsed {time.perf_counter() - began:.0f} s"
+                )
+        del model, predictors
+
+    matmul_end = measure_matmul(tf, args.matmul_size, args.matmul_repeats, args.quiet_wait)
+    samples = matmul_start["tf_samples_s"] + matmul_end["tf_samples_s"]
+    shares = matmul_start["tf_background_cpu"] + matmul_end["tf_background_cpu"]
+    # The machine's rate, not a neighbour's leftovers: runs while others were busy are dropped.
+    quiet = [t for t, share in zip(samples, shares, strict=True) if share is None or share < 0.1]
+    rate = 2 * args.matmul_size**3 / statistics.median(quiet or samples) / 1e9
+    best_rate = 2 * args.matmul_size**3 / min(samples) / 1e9
+    for row in raw:
+        roofline = row["flops"] / (rate * 1e9)
+        row["roofline_s"] = round(roofline, 5)
+        row["roofline_ratio"] = round(row["latency_median_s"] / roofline, 3)
+        # Best against best: what a quiet machine would show when others share this one.
+        row["roofline_ratio_best"] = round(row["latency_min_s"] * best_rate * 1e9 / row["flops"], 3)
+
+    report = {
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "env": {
+                k: v
+                for k, v in os.environ.items()
+                if k.startswith(("TF_ENABLE_ONEDNN", "TF_ONEDNN", "XLA_FLAGS", "OMP_"))
+            },
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        },
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "onednn_weights_frozen": onednn_weights_frozen(),
+        "matmul": {
+            "gflops": round(rate, 1),
+            "quiet_samples": len(quiet),
+            "best_gflops": round(best_rate, 1),
+            "start": matmul_start,
+            "end": matmul_end,
+        },
+        "results": raw,
+        "summary": summarize(raw),
+        "elapsed_s": round(time.perf_counter() - began, 1),
+    }
+    print(
+        f"fp32 matmul {args.matmul_size}^3: TF {rate:.1f} GFLOP/s (start "
+        f"{matmul_start['tf_gflops']}, end {matmul_end['tf_gflops']}), numpy "
+        f"{matmul_start['numpy_gflops']} / {matmul_end['numpy_gflops']} GFLOP/s"
+    )
+    print(table(raw))
+    summary = report["summary"]
+    if "jit_speedup_geomean" in summary:
+        print(
+            f"XLA speed-up (off/on median latency), geometric mean: "
+            f"{summary['jit_speedup_geomean']}x; the library's default "
+            f"(fcn_tf.inference.default_jit_compile) was the faster path in "
+            f"{summary['default_fastest']}"
+        )
+    if "goal" in summary:
+        goal = summary["goal"]
+        print(
+            f"goal: {goal['variant']} {goal['geometry']} {goal['size']} within "
+            f"{goal['max_ratio']}x of roofline: best {goal['best_ratio']}x (jit {goal['jit']}) "
+            f"-> {'met' if goal['met'] else 'not met'} (min latency vs best matmul: "
+            f"{goal['best_ratio_min_latency']}x)"
+        )
+    print(json.dumps(report, indent=2))
+    if args.json:
+        write_json_atomically(args.json, report)
+        progress(f"wrote {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
