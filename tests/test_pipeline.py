@@ -15,14 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fcn_tf.data.pipeline import (
-    CorruptRecordCounter,
-    list_files,
-    load,
-    masked_crc32c,
-    salvage_records,
-)
+from fcn_tf.data.pipeline import CorruptRecordCounter, list_files, load
 from fcn_tf.data.records import Sample, encode_example
+from fcn_tf.data.salvage import masked_crc32c, salvage_records
 
 # Class c is drawn in PALETTE[c]. In the (R, G) plane the colours lie on a concave parabola, so
 # none is a convex combination of the others: a bilinearly resampled pixel within 1 of a palette
