@@ -14,8 +14,7 @@ import itertools
 import json
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -23,13 +22,13 @@ import tensorflow as tf
 from PIL import Image
 
 from fcn_tf.data.records import Sample, encode_example
+from fcn_tf.files import write_json
 
 __all__ = [
     "METADATA",
     "BadSampleError",
     "Converter",
     "check_sample",
-    "write_atomic",
     "write_dataset",
 ]
 
@@ -133,26 +132,6 @@ def _encode_star(args: tuple) -> _Encoded:
     return _encode(*args)
 
 
-def write_atomic(path: str, write: Callable[[str], Any]) -> None:
-    """Call ``write(temporary_path)``, then rename it to ``path``: readers never see a part."""
-    temporary = f"{path}.tmp"
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def _write_json(path: str, content: dict) -> None:
-    def write(temporary: str) -> None:
-        with open(temporary, "w") as file:
-            json.dump(content, file, indent=2)
-            file.write("\n")
-
-    write_atomic(path, write)
-
-
 def shard_names(split: str, shards: int) -> list[str]:
     """``split-00000-of-00004.tfrecord`` style names.
 
@@ -226,7 +205,7 @@ def write_dataset(
         "files": names,
         "skipped": stats.skipped,
     }
-    _write_json(os.path.join(out_dir, METADATA), metadata)
+    write_json(os.path.join(out_dir, METADATA), metadata)
     return metadata
 
 
