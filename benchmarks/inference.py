@@ -3,16 +3,23 @@
 For every variant x geometry x image size x ``jit_compile`` it times batch-1 inference through
 :class:`fcn_tf.inference.Predictor` (median after warm-up), counts FLOPs analytically
 (:func:`fcn_tf.flops.count_flops`: 2 x MACs of the convolutions, transposed ones included),
-and compares the latency with the roofline ``FLOPs / matmul rate``, the rate being
-``tf.linalg.matmul`` of two 4096 x 4096 float32 matrices measured in the same run (at the
-start and at the end: both are reported, the ratio uses the median of all samples).
+and compares the latency with the roofline ``FLOPs / matmul rate``. The rate is that of
+``tf.linalg.matmul`` on two 4096 x 4096 float32 matrices, measured in the same run at the
+start and at the end (both reported; the rate used is the median of the runs during which
+other processes left the CPU idle). It also reports whether the library's default
+(:func:`fcn_tf.inference.default_jit_compile`) picked the faster path.
 
-Other processes on the machine skew every number; ``background_cpu`` reports the share of
-the machine's CPU time they used while each configuration was timed (Linux only).
+This machine is shared: before each timed run the benchmark waits (``--quiet-wait`` seconds
+per configuration at most) for other processes to go idle, and ``bg cpu`` reports the share
+of the CPU they used anyway while a configuration was timed (Linux only). ``best`` is the
+ratio of the fastest run to the fastest matmul: what a quiet machine would show.
+
+TensorFlow reads its oneDNN settings from the environment at start-up, so compare them with
+separate runs, e.g. ``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 python benchmarks/inference.py``.
 
 Usage::
 
-    python benchmarks/inference.py --json /tmp/bench_inference.json   # full run, ~5-10 min
+    python benchmarks/inference.py --json /tmp/bench_inference.json   # full run, ~5-8 min
     python benchmarks/inference.py --quick                            # smoke run, seconds
 """
 
@@ -126,23 +133,34 @@ class BackgroundLoad:
         return round(max(0.0, other / (wall * (os.cpu_count() or 1))), 3)
 
 
+# Another process using more than this share of the CPU during a run spoils it.
+BUSY = 0.1
+
+
 def timed(fn: Callable[[], object], repeats: int, quiet_wait: float = 0.0) -> dict:
-    """Wall times of ``repeats`` calls, each after waiting (within ``quiet_wait`` s in all) for
-    other processes to go idle, and the CPU share those used during each call."""
-    load, samples, shares, waited = BackgroundLoad(), [], [], 0.0
-    for _ in range(repeats):
+    """Wall times of ``repeats`` calls made while other processes left the CPU idle.
+
+    Before each call it waits (``quiet_wait`` s in all) for others to go idle; when waiting is
+    on, a call during which others still used the CPU is redone, up to ``repeats`` extra
+    calls. The median then covers the clean calls, or all if fewer than half were clean.
+    """
+    load, runs, waited = BackgroundLoad(), [], 0.0
+    attempts = 2 * repeats if quiet_wait > 0 else repeats
+    while len(runs) < attempts and sum(s is None or s < BUSY for _, s in runs) < repeats:
         if quiet_wait - waited > 0:
-            waited += load.wait_for_quiet(quiet_wait - waited)
+            waited += load.wait_for_quiet(quiet_wait - waited, BUSY)
         load.start()
         start = time.perf_counter()
         fn()
-        samples.append(time.perf_counter() - start)
-        shares.append(load.stop())
-    known = [s for s in shares if s is not None]
+        runs.append((time.perf_counter() - start, load.stop()))
+    clean = [t for t, s in runs if s is None or s < BUSY]
+    shares = [s for _, s in runs if s is not None]
     return {
-        "samples": samples,
-        "shares": shares,
-        "background_cpu": round(statistics.mean(known), 3) if known else None,
+        "samples": clean if 2 * len(clean) >= repeats else [t for t, _ in runs],
+        "all_samples": [t for t, _ in runs],
+        "shares": [s for _, s in runs],
+        "clean_runs": len(clean),
+        "background_cpu": round(statistics.mean(shares), 3) if shares else None,
         "quiet_wait_s": round(waited, 1),
     }
 
@@ -156,7 +174,7 @@ def measure_matmul(tf, n: int, repeats: int, quiet_wait: float = 0.0) -> dict:
     matmul = tf.function(tf.linalg.matmul)
     matmul(a, b).numpy()
     tf_run = timed(lambda: matmul(a, b).numpy(), repeats, quiet_wait)
-    tf_samples = tf_run["samples"]
+    tf_samples = tf_run["all_samples"]
     a_np @ b_np
     np_samples = timed(lambda: a_np @ b_np, max(3, repeats // 2), quiet_wait)["samples"]
     return {
@@ -183,8 +201,10 @@ def bench_config(tf, predictor, flops: int, size: int, args) -> dict:
     return {
         "first_call_s": round(first, 4),
         "latency_median_s": round(median, 4),
-        "latency_min_s": round(min(samples), 4),
-        "samples_s": [round(s, 4) for s in samples],
+        "latency_min_s": round(min(run["all_samples"]), 4),
+        "samples_s": [round(s, 4) for s in run["all_samples"]],
+        "background_cpu_per_run": run["shares"],
+        "clean_runs": run["clean_runs"],
         "gflops_per_s": round(flops / median / 1e9, 1),
         "background_cpu": run["background_cpu"],
         "quiet_wait_s": run["quiet_wait_s"],
@@ -320,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
     samples = matmul_start["tf_samples_s"] + matmul_end["tf_samples_s"]
     shares = matmul_start["tf_background_cpu"] + matmul_end["tf_background_cpu"]
     # The machine's rate, not a neighbour's leftovers: runs while others were busy are dropped.
-    quiet = [t for t, share in zip(samples, shares, strict=True) if share is None or share < 0.1]
+    quiet = [t for t, share in zip(samples, shares, strict=True) if share is None or share < BUSY]
     rate = 2 * args.matmul_size**3 / statistics.median(quiet or samples) / 1e9
     best_rate = 2 * args.matmul_size**3 / min(samples) / 1e9
     for row in raw:

@@ -125,7 +125,7 @@ def _classes(model: keras.Model, dtype: tf.DType, images: tf.Tensor) -> tf.Tenso
 
 
 class Predictor:
-    """A model's inference path: one ``tf.function`` for all sizes, XLA-compiled by default.
+    """A model's inference path: one ``tf.function`` for all sizes, XLA where that is faster.
 
     Args:
         model: maps float RGB 0..255 ``[B, H, W, 3]`` to logits ``[B, H, W, C]``.
