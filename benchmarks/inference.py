@@ -32,7 +32,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -269,19 +268,6 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
-def write_json_atomically(path: str, report: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(report, file, indent=2)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -402,7 +388,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
     print(json.dumps(report, indent=2))
     if args.json:
-        write_json_atomically(args.json, report)
+        from fcn_tf.files import write_json
+
+        write_json(args.json, report)
         progress(f"wrote {args.json}")
     return report
 

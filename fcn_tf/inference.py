@@ -38,7 +38,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Predictor", "default_jit_compile", "onednn_weights_frozen", "predict_classes"]
+__all__ = [
+    "LARGE_WEIGHTS_BYTES",
+    "Predictor",
+    "default_jit_compile",
+    "onednn_weights_frozen",
+    "predict_classes",
+]
 
 # Below this much weight, re-laying weights out per call costs oneDNN less than XLA loses on
 # its slower convolutions: ResNet50 FCNs (94 MiB) tie, VGG16 FCNs (512 MiB) gain 1.1-1.7x.
