@@ -6,7 +6,7 @@ and runs the model with ``training=False``.
 
 Whether to compile with XLA is measured, not assumed (``benchmarks/inference.py``, 2-core
 Sapphire Rapids, TF 2.21 with oneDNN; see :func:`default_jit_compile`): XLA runs VGG16 FCNs
-1.1-1.7x faster than TensorFlow's oneDNN kernels, because those re-lay-out every weight on
+1.1-2x faster than TensorFlow's oneDNN kernels, because those re-lay-out every weight on
 every call (537 MB for VGG16, 411 MB of it fc6); it runs MobileNetV2 FCNs 2.4-6.5x slower
 (depthwise convolutions) and ResNet50 FCNs no faster. With the oneDNN weight cache on
 (``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1``), oneDNN beats XLA everywhere measured, VGG16 included.
@@ -80,10 +80,11 @@ def default_jit_compile(model: keras.Model) -> bool:
     """XLA or not for ``model``: the faster path measured by ``benchmarks/inference.py``.
 
     * oneDNN weight cache on (:func:`onednn_weights_frozen`): no XLA. VGG16 FCN-8s caffe at
-      500x500 runs in 1.12 s without XLA, 1.33 s with (fp32 matmul roofline: 1.02 s).
+      500x500 runs in 1.12-1.14 s without XLA, 1.30-1.33 s with (fp32 matmul roofline: 1.0 s);
+      11-12 of 12 VGG16 configurations were faster without.
     * depthwise or separable convolutions: no XLA (MobileNetV2 FCN-8s: 2.4-6.5x slower).
-    * at least :data:`LARGE_WEIGHTS_BYTES` of weights: XLA (VGG16 FCNs: 1.1-1.7x faster,
-      2.20 s vs 1.33 s for the case above).
+    * at least :data:`LARGE_WEIGHTS_BYTES` of weights: XLA (VGG16 FCNs: all 12 configurations
+      1.1-2x faster; 1.28-1.40 s against 2.2-2.5 s for the case above).
     * otherwise no XLA: ResNet50 FCN-8s ran 3-5 % faster without it.
 
     >>> scorer = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 3)])
