@@ -396,6 +396,7 @@ def load(
     skip_corrupt: bool | CorruptRecordCounter = False,
     num_parallel_calls: int = tf.data.AUTOTUNE,
     cache: bool | str = False,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """A dataset of ``(image, label)`` batches from TFRecord shards.
 
@@ -448,6 +449,11 @@ def load(
         num_parallel_calls: parallelism of reading, decoding and augmenting.
         cache: cache decoded records in memory (``True``) or in files with this prefix;
             shuffling then happens after the cache, on decoded images.
+        skip: records to skip at the start of the (shuffled, repeated) stream, together with
+            their augmentation draws: the stream then goes on exactly where a pipeline that
+            yielded ``skip`` records stopped (per input pipeline), and the skipped records are
+            read but not decoded. This is how a resumed run continues its input. Corrupt
+            records dropped with ``skip_corrupt`` are counted as if they were not there.
 
     >>> import tempfile
     >>> from fcn_tf.data.records import Sample, encode_example
@@ -532,11 +538,13 @@ def load(
             elements = elements.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         return elements.repeat() if repeat else elements
 
+    if not isinstance(skip, numbers.Integral) or skip < 0:
+        raise ValueError(f"skip must be a non-negative int, got {skip!r}")
     if cache is not False:
         dataset = decode_and_check(dataset).cache("" if cache is True else os.fspath(cache))
-        dataset = shuffle_and_repeat(dataset)
+        dataset = shuffle_and_repeat(dataset).skip(skip)
     else:
-        dataset = decode_and_check(shuffle_and_repeat(dataset))
+        dataset = decode_and_check(shuffle_and_repeat(dataset).skip(skip))
 
     options = _Augment(
         crop_size=crop,
@@ -549,6 +557,7 @@ def load(
     )
     if training:
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        keys = keys.skip(skip)
         dataset = tf.data.Dataset.zip(dataset, keys).map(
             lambda element, key: _train_transform(element, key, options),
             num_parallel_calls=num_parallel_calls,

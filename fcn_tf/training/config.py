@@ -1,0 +1,239 @@
+"""Training recipes: YAML files of four sections, with command-line overrides.
+
+A recipe names the model (the arguments of :func:`fcn_tf.build_fcn`), the data (TFRecord
+patterns, or a converter of :mod:`fcn_tf.data.convert` that makes them once), the solver (a
+:func:`fcn_tf.training.preset` and its overrides, or Adam/AdamW) and the run (steps, epochs,
+checkpoints, precision, strategy). Unknown keys are errors, so a typo never trains silently
+with a default.
+
+>>> config = from_dict({"model": {"output_stride": 16}, "solver": {"learning_rate": 1e-3}})
+>>> config.model.output_stride, config.solver.learning_rate, config.run.precision
+(16, 0.001, 'float32')
+>>> override(config, ["run.steps_per_epoch=5", "model.backbone_options={width: 0.5}"]).model
+ModelConfig(output_stride=16, backbone='vgg16', geometry=None, backbone_options={'width': 0.5}, \
+at_once=False, learn_upsampling=True, backbone_weights=None)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SolverSection",
+    "TrainConfig",
+    "from_dict",
+    "load_recipe",
+    "override",
+    "to_dict",
+]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Arguments of :func:`fcn_tf.build_fcn` (``num_classes`` comes from the data)."""
+
+    output_stride: int = 8
+    backbone: str = "vgg16"
+    geometry: str | None = None
+    backbone_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    at_once: bool = False
+    learn_upsampling: bool = True
+    backbone_weights: str | None = None
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the records come from and how the pipeline augments them.
+
+    ``train``/``val`` are TFRecord files or glob patterns. When one is not given, ``dataset``
+    (a converter name of ``python -m fcn_tf.data.convert``, e.g. ``synthetic`` or ``camvid``)
+    writes that split once into ``records_dir`` (``options`` and ``split_options[split]`` go
+    to the converter) and later runs reuse it.
+    """
+
+    train: str | None = None
+    val: str | None = None
+    dataset: str | None = "synthetic"
+    root: str | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    split_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    records_dir: str = "~/.cache/fcn_tf/records"
+    num_classes: int | None = None
+    batch_size: int = 1
+    crop_size: int | list[int] | None = None
+    scale_range: list[float] | None = None
+    mirror: bool = True
+    jitter: float = 0.0
+    ignore_label: int = 255
+    cache: bool = False
+    shuffle_buffer: int = 256
+
+
+@dataclasses.dataclass
+class SolverSection:
+    """The optimizer: ``sgd`` is :class:`fcn_tf.training.ReferenceSGD` from ``preset``
+    (``null`` fields keep the preset's value); ``adam``/``adamw`` use the same learning rate,
+    schedule and accumulation (``weight_decay`` is AdamW's decoupled decay)."""
+
+    optimizer: str = "sgd"
+    preset: str = "normalized"
+    learning_rate: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str = "fixed"
+    power: float = 0.9
+    step_size: int | None = None
+    gamma: float = 0.1
+    accumulate: int | None = None
+    normalize: str | None = None
+    clipnorm: float | None = None
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Length, checkpoints, numerics and distribution of a run.
+
+    ``epochs`` of ``steps_per_epoch`` optimizer updates each (``None``: one pass over the
+    training records); every update consumes ``accumulate`` batches. A checkpoint is saved
+    every ``checkpoint_every`` updates and at each epoch's end, after evaluation.
+    """
+
+    epochs: int = 1
+    steps_per_epoch: int | None = None
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    seed: int = 0
+    deterministic: bool = False
+    precision: str = "float32"
+    jit: bool = False
+    strategy: str = "default"
+    tpu: str | None = None
+    eval_images: int = 4
+    export: bool = True
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """A whole recipe."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    solver: SolverSection = dataclasses.field(default_factory=SolverSection)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    name: str = "fcn"
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+def check(config: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the field of a value no run could use."""
+    choices = {
+        "solver.optimizer": (config.solver.optimizer, OPTIMIZERS),
+        "run.precision": (config.run.precision, PRECISIONS),
+        "run.strategy": (config.run.strategy, STRATEGIES),
+        "model.output_stride": (config.model.output_stride, (8, 16, 32)),
+    }
+    for field, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
+    positive = {
+        "data.batch_size": config.data.batch_size,
+        "run.epochs": config.run.epochs,
+        "run.checkpoint_every": config.run.checkpoint_every,
+    }
+    if config.run.steps_per_epoch is not None:
+        positive["run.steps_per_epoch"] = config.run.steps_per_epoch
+    for field, value in positive.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field} must be a positive integer, got {value!r}")
+    if config.data.train is None and config.data.dataset is None:
+        raise ValueError("data.train (a TFRecord pattern) or data.dataset (a converter) is needed")
+
+
+_SECTIONS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "solver": SolverSection,
+    "run": RunConfig,
+}
+
+
+def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
+def from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
+    """A :class:`TrainConfig` from nested dicts (missing keys keep their defaults)."""
+    unknown = sorted(set(values) - {*_SECTIONS, "name"})
+    if unknown:
+        raise ValueError(f"{where}: unknown section(s) {unknown}; known: {[*_SECTIONS, 'name']}")
+    sections = {
+        name: _section(cls, values.get(name), f"{where}: {name}") for name, cls in _SECTIONS.items()
+    }
+    return TrainConfig(**sections, name=str(values.get("name", "fcn")))
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as plain nested dicts, as written to a run's ``config.yaml``."""
+    return dataclasses.asdict(config)
+
+
+def load_recipe(path: str | os.PathLike) -> TrainConfig:
+    """Read a YAML recipe; errors name the file.
+
+    The recipe's name defaults to the file's stem.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path) as file:
+            values = yaml.safe_load(file) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{path}: a recipe is a mapping of sections, got {type(values).__name__}")
+    values = dict(values)
+    values.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    return from_dict(values, where=path)
+
+
+def override(config: TrainConfig, assignments: Sequence[str]) -> TrainConfig:
+    """Apply ``section.key=value`` assignments; values are parsed as YAML (``null``, lists...).
+
+    >>> override(TrainConfig(), ["data.crop_size=[64, 96]"]).data.crop_size
+    [64, 96]
+    """
+    values = to_dict(config)
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(path):
+            raise ValueError(f"override {assignment!r}: expected section.key=value")
+        target = values
+        for part in path[:-1]:
+            if not isinstance(target.get(part), dict):
+                raise ValueError(f"override {assignment!r}: {part!r} is not a section")
+            target = target[part]
+        if path[-1] not in target:
+            raise ValueError(f"override {assignment!r}: unknown key {key.strip()!r}")
+        target[path[-1]] = yaml.safe_load(text)
+    return from_dict(values, where="overrides")

@@ -1,0 +1,481 @@
+"""The training loop: one custom loop for every ``tf.distribute`` strategy.
+
+Keras ``fit`` does not run under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585), so
+the trainer owns its loop. Each replica computes the summed cross-entropy of its images and
+divides it by a *global* normaliser: nothing (``"none"``, the authors' summed loss), the global
+batch (``"batch"``) or the number of valid pixels over all replicas (``"valid"``, one
+all-reduce), so the replica gradients, which the optimizer sums, are the gradient of the
+global-batch loss whatever the number of replicas.
+
+A run continues exactly where it stopped: a checkpoint holds the model, the optimizer (its
+step count, momentum and accumulators; dropout's seed state is in the model), and the input
+position follows from the step count: the pipeline is rebuilt and skips the records already
+consumed, with their augmentation draws (:func:`fcn_tf.data.load`'s ``skip``).
+
+>>> import tempfile
+>>> from fcn_tf.training.config import from_dict
+>>> config = from_dict({
+...     "model": {"geometry": "same", "backbone_options": {"width": 1 / 32, "fc_units": 8}},
+...     "data": {"options": {"count": 4, "height": 32, "width": 32},
+...              "records_dir": tempfile.mkdtemp(), "batch_size": 2, "crop_size": 32},
+...     "run": {"steps_per_epoch": 2, "export": False},
+... })
+>>> result = Trainer(config, tempfile.mkdtemp(), verbose=0).fit()
+>>> result["step"], sorted(result["val"])[:2]
+(2, ['frequency_weighted_iu', 'mean_accuracy'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fcn_tf.losses import SegmentationCrossEntropy
+from fcn_tf.metrics import ConfusionMatrix, scores
+from fcn_tf.models.fcn import build_fcn
+from fcn_tf.training import runs
+from fcn_tf.training.config import TrainConfig, from_dict, to_dict
+from fcn_tf.training.inputs import eval_dataset_fn, resolve_split, train_dataset_fn
+from fcn_tf.training.solver import SolverConfig, make_optimizer, make_schedule, preset
+from fcn_tf.training.strategy import is_chief, make_strategy, worker_index
+
+__all__ = ["NonFiniteLossError", "Trainer", "build_model", "build_optimizer", "solver_config"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and the last checkpoint."""
+
+
+def solver_config(config: TrainConfig, total_steps: int) -> SolverConfig:
+    """The :class:`SolverConfig` of a recipe: its preset with the recipe's fields set."""
+    solver = config.solver
+    fields = {
+        "learning_rate": solver.learning_rate,
+        "momentum": solver.momentum,
+        "weight_decay": solver.weight_decay,
+        "accumulate": solver.accumulate,
+        "normalize": solver.normalize,
+    }
+    overrides = {name: value for name, value in fields.items() if value is not None}
+    return preset(
+        solver.preset,
+        config.model.output_stride,
+        schedule=solver.schedule,
+        power=solver.power,
+        step_size=solver.step_size,
+        gamma=solver.gamma,
+        total_steps=total_steps,
+        **overrides,
+    )
+
+
+def _accumulate(config: TrainConfig) -> int:
+    if config.solver.accumulate is not None:
+        return config.solver.accumulate
+    return preset(config.solver.preset, config.model.output_stride).accumulate
+
+
+def build_optimizer(config: TrainConfig, solver: SolverConfig) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer (``LossScaleOptimizer``-wrapped under ``mixed_float16``)."""
+    extra = {"clipnorm": config.solver.clipnorm} if config.solver.clipnorm else {}
+    if config.solver.optimizer == "sgd":
+        optimizer = make_optimizer(solver, **extra)
+    else:
+        accumulate = solver.accumulate if solver.accumulate > 1 else None
+        # Keras' own optimizers evaluate schedules at the micro-batch count.
+        scale = solver.accumulate
+        schedule = make_schedule(
+            dataclasses.replace(
+                solver,
+                total_steps=solver.total_steps and solver.total_steps * scale,
+                step_size=solver.step_size and solver.step_size * scale,
+            )
+        )
+        common = {
+            "learning_rate": schedule,
+            "gradient_accumulation_steps": accumulate,
+            **extra,
+        }
+        if config.solver.optimizer == "adamw":
+            optimizer = keras.optimizers.AdamW(weight_decay=solver.weight_decay, **common)
+        else:
+            optimizer = keras.optimizers.Adam(**common)
+    if config.run.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    """The recipe's network."""
+    model = config.model
+    return build_fcn(
+        num_classes,
+        output_stride=model.output_stride,
+        backbone=model.backbone,
+        backbone_weights=model.backbone_weights,
+        geometry=model.geometry,
+        at_once=model.at_once,
+        learn_upsampling=model.learn_upsampling,
+        backbone_options=model.backbone_options,
+    )
+
+
+def _current_lr(optimizer: keras.optimizers.Optimizer) -> float:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    rate = inner.learning_rate
+    return float(rate.numpy() if hasattr(rate, "numpy") else rate)
+
+
+def _save_keras(model: keras.Model, path: str) -> None:
+    # Keras insists on the .keras suffix, so the temporary name keeps it.
+    temporary = f"{path[: -len('.keras')]}.partial.keras"
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+class Trainer:
+    """Trains a recipe into a run folder; see the module docstring.
+
+    Args:
+        config: the recipe.
+        run_dir: the run folder (created; an existing one is resumed only with ``resume``).
+        strategy: a ``tf.distribute`` strategy; ``None`` makes ``config.run.strategy``.
+        init_from: a coarser run, checkpoint or ``.keras`` file whose matching layers
+            initialise the model (staged training).
+        verbose: 1 shows a progress bar and a line per epoch, 0 is silent.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str,
+        strategy: tf.distribute.Strategy | None = None,
+        init_from: str | None = None,
+        verbose: int = 1,
+    ) -> None:
+        self.config = config
+        self.run_dir = os.path.abspath(run_dir)
+        self.strategy = strategy or make_strategy(config.run.strategy, config.run.tpu)
+        self.init_from = init_from
+        self.chief = is_chief(self.strategy)
+        self.verbose = verbose if self.chief else 0
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _setup(self, resume: bool) -> None:
+        config = self.config
+        keras.utils.set_random_seed(config.run.seed)
+        if config.run.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.mixed_precision.set_global_policy(config.run.precision)
+        self.train_split = resolve_split(config.data, "train", self.verbose > 0)
+        self.val_split = resolve_split(config.data, "val", self.verbose > 0)
+        names = self.train_split.class_names
+        self.num_classes = config.data.num_classes or (len(names) if names else None)
+        if not self.num_classes:
+            raise ValueError("data.num_classes is needed: the records have no dataset.json")
+        self.class_names = names or [str(i) for i in range(self.num_classes)]
+        config.data.num_classes = self.num_classes
+
+        replicas = self.strategy.num_replicas_in_sync
+        if config.data.batch_size % replicas:
+            raise ValueError(
+                f"data.batch_size {config.data.batch_size} (global) must be a multiple of the "
+                f"{replicas} replicas"
+            )
+        self.solver = solver_config(config, total_steps=self.total_steps)
+        with self.strategy.scope():
+            self.model = build_model(config, self.num_classes)
+            self.optimizer = build_optimizer(config, self.solver)
+            self.optimizer.build(self.model.trainable_variables)
+            self.metric = ConfusionMatrix(self.num_classes, ignore_label=config.data.ignore_label)
+            self.best_iu = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, best_mean_iu=self.best_iu
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            self._own_dir(runs.CHECKPOINTS),
+            max_to_keep=config.run.keep_checkpoints,
+        )
+        self.best_manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(model=self.model), self._own_dir(runs.BEST), max_to_keep=1
+        )
+        if resume and self.manager.latest_checkpoint:
+            self.checkpoint.restore(
+                self.manager.latest_checkpoint
+            ).assert_existing_objects_matched()
+        elif self.init_from:
+            self._initialise_from(self.init_from)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        run, data = self.config.run, self.config.data
+        if run.steps_per_epoch:
+            return run.steps_per_epoch
+        per_update = data.batch_size * _accumulate(self.config)
+        return max(1, self.train_split.count // per_update)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.run.epochs * self.steps_per_epoch
+
+    def _own_dir(self, name: str) -> str:
+        # Only the chief keeps files; other workers write theirs apart and delete them.
+        if self.chief:
+            return os.path.join(self.run_dir, name)
+        return os.path.join(self.run_dir, "workers", f"worker-{worker_index()}", name)
+
+    def _initialise_from(self, path: str) -> None:
+        if path.endswith(".keras"):
+            source = keras.models.load_model(path, compile=False)
+        else:
+            prefix = runs.find_checkpoint(path)
+            folder = os.path.dirname(os.path.dirname(prefix))
+            source_config = from_dict(runs.read_config(folder), where=folder)
+            source = build_model(source_config, source_config.data.num_classes)
+            tf.train.Checkpoint(model=source).restore(prefix).expect_partial()
+        copied = runs.copy_matching_layers(source, self.model)
+        if not copied:
+            raise ValueError(f"--init-from {path}: no layer matches this model by name and shape")
+        if self.verbose:
+            print(f"Initialised {len(copied)} layers from {path}")
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _train_step_fn(self):
+        config, model, optimizer = self.config, self.model, self.optimizer
+        summed = SegmentationCrossEntropy(config.data.ignore_label, normalize="none")
+        normalize = self.solver.normalize
+        global_batch = float(config.data.batch_size)
+        num_classes = self.num_classes
+
+        def replica_step(images, labels):
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                total = summed(labels, logits)
+                if normalize == "valid":
+                    valid = (labels >= 0) & (labels < num_classes)
+                    valid &= labels != config.data.ignore_label
+                    count = tf.reduce_sum(tf.cast(valid, tf.float32))
+                    context = tf.distribute.get_replica_context()
+                    count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+                    loss = total / tf.maximum(count, 1.0)
+                elif normalize == "batch":
+                    loss = total / global_batch
+                else:
+                    loss = total
+                scaled = optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply(gradients, model.trainable_variables)
+            return loss
+
+        def step(iterator):
+            images, labels = next(iterator)
+            losses = self.strategy.run(replica_step, args=(images, labels))
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+        return tf.function(step, jit_compile=config.run.jit or None)
+
+    def _eval_step_fn(self):
+        model, metric = self.model, self.metric
+
+        def replica_step(images, labels):
+            metric.update_state(labels, model(images, training=False))
+
+        def step(images, labels):
+            self.strategy.run(replica_step, args=(images, labels))
+
+        return tf.function(step, reduce_retracing=True)
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, Any] | None:
+        """The paper's four metrics and per-class IU on the validation split."""
+        if self.val_split is None:
+            return None
+        self.metric.reset_state()
+        dataset = self.strategy.distribute_datasets_from_function(
+            eval_dataset_fn(self.val_split, self.config.data.ignore_label)
+        )
+        steps = math.ceil(self.val_split.count / self.strategy.num_replicas_in_sync)
+        bar = keras.utils.Progbar(steps, verbose=self.verbose, unit_name="image")
+        for images, labels in dataset:
+            self._eval_step(images, labels)
+            bar.add(1)
+        result = scores(self.metric.confusion_matrix())
+        result["per_class_iu"] = dict(
+            zip(self.class_names, map(float, result["per_class_iu"]), strict=True)
+        )
+        result["per_class_accuracy"] = dict(
+            zip(self.class_names, map(float, result["per_class_accuracy"]), strict=True)
+        )
+        return result
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train ``run.epochs`` epochs (the rest of them with ``resume``); return a summary:
+        the final step, the last validation scores, the best mean IU and the files."""
+        previous_policy = keras.mixed_precision.global_policy()
+        try:
+            return self._fit(resume)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
+        config = self.config
+        self._setup(resume)
+        if self.chief:
+            runs.write_config(self.run_dir, to_dict(config), runs.run_metadata())
+        accumulate = self.solver.accumulate
+        step = int(self.optimizer.iterations.numpy())
+        dataset = self.strategy.distribute_datasets_from_function(
+            train_dataset_fn(
+                self.train_split,
+                config.data,
+                config.data.batch_size,
+                seed=config.run.seed,
+                deterministic=config.run.deterministic,
+                skip_batches=step * accumulate,
+            )
+        )
+        iterator = iter(dataset)
+        self._train_step = self._train_step_fn()
+        self._eval_step = self._eval_step_fn()
+        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
+        val = None
+        images_per_update = config.data.batch_size * accumulate
+        while step < self.total_steps:
+            epoch = step // self.steps_per_epoch
+            end = (epoch + 1) * self.steps_per_epoch
+            started, first = time.perf_counter(), step
+            bar = keras.utils.Progbar(
+                self.steps_per_epoch,
+                verbose=self.verbose,
+                stateful_metrics=["lr", "images/s"],
+                unit_name="update",
+            )
+            if self.verbose:
+                print(f"Epoch {epoch + 1}/{config.run.epochs}")
+            losses = []
+            while step < end:
+                loss = sum(float(self._train_step(iterator)) for _ in range(accumulate))
+                loss /= accumulate
+                step += 1
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss} at step {step} (update {step} of {self.total_steps}); "
+                        f"last good checkpoint: {self.manager.latest_checkpoint or 'none'}"
+                    )
+                losses.append(loss)
+                rate = images_per_update * (step - first) / (time.perf_counter() - started)
+                lr = _current_lr(self.optimizer)
+                bar.update(
+                    step - epoch * self.steps_per_epoch,
+                    [("loss", loss), ("lr", lr), ("images/s", rate)],
+                )
+                if step % config.run.checkpoint_every == 0 and step < end:
+                    self.manager.save(checkpoint_number=step)
+            elapsed = time.perf_counter() - started
+            val = self.evaluate()
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "loss": float(np.mean(losses)),
+                "learning_rate": _current_lr(self.optimizer),
+                "images_per_second": images_per_update * (step - first) / elapsed,
+                "seconds": elapsed,
+                "val": val,
+            }
+            self._end_epoch(record, writer)
+        result = self._finish(val)
+        writer.close()
+        self._clean_worker_files()
+        return result
+
+    def _end_epoch(self, record: dict[str, Any], writer) -> None:
+        step, val = record["step"], record["val"]
+        if val is not None and val["mean_iu"] > self.best_iu.numpy():
+            self.best_iu.assign(val["mean_iu"])
+            self.best_manager.save(checkpoint_number=step)
+        self.manager.save(checkpoint_number=step)
+        if not self.chief:
+            return
+        with open(os.path.join(self.run_dir, runs.METRICS), "a") as file:
+            file.write(json.dumps(record) + "\n")
+        with writer.as_default(step=step):
+            tf.summary.scalar("train/loss", record["loss"])
+            tf.summary.scalar("train/learning_rate", record["learning_rate"])
+            tf.summary.scalar("train/images_per_second", record["images_per_second"])
+            if val is not None:
+                for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
+                    tf.summary.scalar(f"val/{key}", val[key])
+                for name, value in val["per_class_iu"].items():
+                    if math.isfinite(value):
+                        tf.summary.scalar(f"val_iu/{name}", value)
+                self._summary_images()
+        if self.verbose:
+            line = f"epoch {record['epoch']}: loss {record['loss']:.4f}"
+            if val is not None:
+                line += (
+                    f", val mean IU {val['mean_iu']:.4f}, pixel acc {val['pixel_accuracy']:.4f}"
+                    f", mean acc {val['mean_accuracy']:.4f}, fw IU "
+                    f"{val['frequency_weighted_iu']:.4f}"
+                )
+            print(line)
+
+    def _summary_images(self) -> None:
+        from fcn_tf.data.pipeline import load
+        from fcn_tf.palette import colorize, palette_for
+
+        count = self.config.run.eval_images
+        if not count:
+            return
+        colours = palette_for(self.class_names)
+        pictures = []
+        data = load(self.val_split.files, training=False).take(count)
+        for images, labels in data:
+            predicted = np.argmax(self.model(images, training=False), axis=-1)[0]
+            truth = labels.numpy()[0]
+            image = images.numpy()[0].astype(np.uint8)
+            pictures.append(
+                np.concatenate([image, colorize(truth, colours), colorize(predicted, colours)], 1)
+            )
+        for index, picture in enumerate(pictures):
+            tf.summary.image(f"val_masks/{index}", picture[None], max_outputs=1)
+
+    def _finish(self, val: dict[str, Any] | None) -> dict[str, Any]:
+        files = {"run": self.run_dir, "checkpoint": self.manager.latest_checkpoint}
+        if self.best_manager.latest_checkpoint:
+            files["best"] = self.best_manager.latest_checkpoint
+            tf.train.Checkpoint(model=self.model).restore(
+                self.best_manager.latest_checkpoint
+            ).expect_partial()
+        if self.config.run.export and self.chief:
+            files["model"] = os.path.join(self.run_dir, runs.MODEL)
+            _save_keras(self.model, files["model"])
+        best = float(self.best_iu.numpy())
+        return {
+            "step": int(self.optimizer.iterations.numpy()),
+            "val": val,
+            "best_mean_iu": best if best >= 0 else None,
+            "files": files,
+        }
+
+    def _clean_worker_files(self) -> None:
+        if not self.chief:
+            shutil.rmtree(os.path.dirname(self._own_dir(runs.CHECKPOINTS)), ignore_errors=True)

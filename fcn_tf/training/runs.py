@@ -1,0 +1,150 @@
+"""A run's folder: what it was (config, commit, versions), its checkpoints, and staged init.
+
+Layout of a run folder::
+
+    config.yaml        the resolved recipe (after overrides): `--resume` reads it back
+    run.json           command line, git commit, package versions, hosts, start time
+    checkpoints/       the latest checkpoints (model, optimizer, step), every N updates
+    best/              the checkpoint with the best validation mean IU
+    metrics.jsonl      one line per epoch: training loss, validation scores, speed
+    tensorboard/       scalars and predicted masks
+    model.keras        the best model, exported at the end
+
+>>> import tempfile
+>>> folder = tempfile.mkdtemp()
+>>> latest_checkpoint(folder) is None
+True
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import tensorflow as tf
+import yaml
+
+from fcn_tf.files import write_atomic, write_json
+
+__all__ = [
+    "BEST",
+    "CHECKPOINTS",
+    "copy_matching_layers",
+    "find_checkpoint",
+    "latest_checkpoint",
+    "run_metadata",
+    "write_config",
+]
+
+CHECKPOINTS, BEST = "checkpoints", "best"
+CONFIG, METADATA, METRICS, MODEL = "config.yaml", "run.json", "metrics.jsonl", "model.keras"
+
+
+def git_commit(path: str | None = None) -> str | None:
+    """The commit of the repository holding ``path`` (this package by default), with
+    ``-dirty`` when the work tree has changes; ``None`` outside a git checkout."""
+    path = path or os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}-dirty" if status else commit
+
+
+def run_metadata(argv: list[str] | None = None) -> dict[str, Any]:
+    """What reproducing a run needs besides its config."""
+    import numpy
+
+    import fcn_tf
+
+    return {
+        "command": [sys.executable, *(sys.argv if argv is None else argv)],
+        "commit": git_commit(),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "versions": {
+            "python": platform.python_version(),
+            "fcn_tf": fcn_tf.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": numpy.__version__,
+        },
+        "devices": [device.name for device in tf.config.list_logical_devices()],
+    }
+
+
+def write_config(folder: str, config: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+    """Write ``config.yaml`` and ``run.json`` into ``folder``, atomically."""
+    os.makedirs(folder, exist_ok=True)
+
+    def write_yaml(temporary: str) -> None:
+        with open(temporary, "w") as file:
+            yaml.safe_dump(dict(config), file, sort_keys=False)
+
+    write_atomic(os.path.join(folder, CONFIG), write_yaml)
+    write_json(os.path.join(folder, METADATA), dict(metadata))
+
+
+def read_config(folder: str) -> dict[str, Any]:
+    """A run folder's resolved ``config.yaml``."""
+    path = os.path.join(folder, CONFIG)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{folder} is not a run folder: it has no {CONFIG}")
+    with open(path) as file:
+        return yaml.safe_load(file)
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The newest checkpoint prefix in a run folder's ``checkpoints/``, or ``None``."""
+    return tf.train.latest_checkpoint(os.path.join(folder, CHECKPOINTS))
+
+
+def find_checkpoint(path: str) -> str:
+    """A checkpoint prefix from a run folder (its best checkpoint, else its latest), a
+    checkpoint folder, or a prefix itself. Errors name the path."""
+    if os.path.isdir(path):
+        for folder in (os.path.join(path, BEST), os.path.join(path, CHECKPOINTS), path):
+            found = tf.train.latest_checkpoint(folder)
+            if found:
+                return found
+        raise FileNotFoundError(f"{path}: no checkpoint in {BEST}/, {CHECKPOINTS}/ or itself")
+    if tf.io.gfile.exists(f"{path}.index"):
+        return path
+    raise FileNotFoundError(f"{path}: not a run folder, checkpoint folder or checkpoint prefix")
+
+
+def copy_matching_layers(source: keras.Model, target: keras.Model) -> list[str]:
+    """Copy the weights of every layer of ``target`` whose name and weight shapes match a
+    layer of ``source`` (the authors' net surgery from FCN-32s to 16s to 8s): the layers a
+    finer net adds (``score_pool4``, ``upscore2``, ...) keep their initial values.
+
+    Returns the names of the copied layers.
+    """
+    by_name = {layer.name: layer for layer in source.layers}
+    copied = []
+    for layer in target.layers:
+        other = by_name.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if shapes != [tuple(w.shape) for w in other.weights]:
+            continue
+        for variable, value in zip(layer.weights, other.weights, strict=True):
+            variable.assign(value)
+        copied.append(layer.name)
+    return copied

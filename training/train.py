@@ -1,0 +1,112 @@
+"""Train an FCN from a recipe: ``python training/train.py [--config RECIPE.yaml] [options]``.
+
+With no arguments it is the project's main job: FCN-8s on the built-in shapes data
+(training/configs/shapes_fcn8s.yaml), evaluated on shapes validation, exported, and a summary
+printed. ``--set section.key=value`` overrides any recipe field; the dedicated options below
+are shorthands for the common ones. Everything a run writes goes into its folder
+(``--out``, by default ``runs/<recipe>-<time>``); ``--resume FOLDER`` continues a run at
+the exact next step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_RECIPE = os.path.join(HERE, "configs", "shapes_fcn8s.yaml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python training/train.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", default=DEFAULT_RECIPE, help="a YAML recipe")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--out", help="the run folder (default: runs/<recipe>-<time>)")
+    parser.add_argument("--resume", metavar="RUN", help="continue this run folder")
+    parser.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT", help="staged training")
+    parser.add_argument("--backbone-weights", metavar="FILE", help="ImageNet VGG16 .h5 file")
+    parser.add_argument("--strategy", choices=["default", "one_device", "mirrored",
+                                               "multi_worker", "tpu"])  # fmt: skip
+    parser.add_argument("--tpu", help="TPU name or address for --strategy tpu")
+    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--train-data", metavar="PATTERN", help="training TFRecords")
+    parser.add_argument("--val-data", metavar="PATTERN", help="validation TFRecords")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--steps-per-epoch", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--deterministic", action="store_true", help="op determinism on")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _assignments(args: argparse.Namespace) -> list[str]:
+    shorthands = {
+        "backbone_weights": "model.backbone_weights",
+        "strategy": "run.strategy",
+        "tpu": "run.tpu",
+        "precision": "run.precision",
+        "jit": "run.jit",
+        "train_data": "data.train",
+        "val_data": "data.val",
+        "epochs": "run.epochs",
+        "steps_per_epoch": "run.steps_per_epoch",
+        "batch_size": "data.batch_size",
+        "seed": "run.seed",
+    }
+    assignments = []
+    for name, key in shorthands.items():
+        value = getattr(args, name)
+        if value is not None:
+            assignments.append(f"{key}={json.dumps(value)}")
+    if args.deterministic:
+        assignments.append("run.deterministic=true")
+    return assignments + args.set
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from fcn_tf.training import config as recipes
+    from fcn_tf.training.loop import Trainer
+    from fcn_tf.training.runs import read_config
+
+    if args.resume:
+        config = recipes.from_dict(read_config(args.resume), where=args.resume)
+        run_dir = args.resume
+    else:
+        config = recipes.load_recipe(args.config)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = args.out or os.path.join("runs", f"{config.name}-{stamp}")
+    config = recipes.override(config, _assignments(args))
+    trainer = Trainer(config, run_dir, init_from=args.init_from, verbose=0 if args.quiet else 1)
+    result = trainer.fit(resume=bool(args.resume))
+    if trainer.chief:
+        _report(result)
+    return 0
+
+
+def _report(result: dict) -> None:
+    val = result["val"]
+    if val is not None:
+        print("\nValidation (last epoch):")
+        for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
+            print(f"  {key:<22} {val[key]:.4f}")
+        per_class = val["per_class_iu"].items()
+        print("  per-class IU: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class))
+    if result["best_mean_iu"] is not None:
+        print(f"Best mean IU: {result['best_mean_iu']:.4f}")
+    print("Files:")
+    for key, path in result["files"].items():
+        print(f"  {key:<10} {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
