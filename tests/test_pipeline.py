@@ -302,6 +302,30 @@ def test_cache_gives_the_same_elements(blocks):
             np.testing.assert_array_equal(a, b.numpy())
 
 
+@pytest.mark.parametrize("cache", [False, True], ids=["plain", "cache"])
+def test_skip_continues_the_stream_exactly(tmp_path, cache):
+    # Two files, shuffling, every augmentation and several epochs: skipping k records gives
+    # the same images and labels as reading k records and going on (a resumed run's input).
+    write(tmp_path / "a.tfrecord", [id_sample(i, 12, 14) for i in range(5)])
+    write(tmp_path / "b.tfrecord", [id_sample(10 + i, 12, 14) for i in range(4)])
+    files = [str(tmp_path / "a.tfrecord"), str(tmp_path / "b.tfrecord")]
+
+    def stream(skip):
+        dataset = load(
+            files, training=True, crop_size=10, jitter=0.5, seed=3, repeat=True, cache=cache,
+            skip=skip,
+        )  # fmt: skip
+        return [(x.numpy(), y.numpy()) for x, y in dataset.take(13 - skip)]
+
+    whole, resumed = stream(0), stream(7)
+    assert len({int(y[0, 0, 0]) for _, y in whole} - {255}) > 4
+    for (x, y), (x2, y2) in zip(whole[7:], resumed, strict=True):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    with pytest.raises(ValueError, match="skip must be a non-negative int"):
+        load(files, training=True, crop_size=10, skip=-1)
+
+
 # --- corrupt records --------------------------------------------------------------------------
 
 

@@ -263,23 +263,29 @@ class Trainer:
         global_batch = float(config.data.batch_size)
         num_classes = self.num_classes
 
-        def replica_step(images, labels):
+        def denominator(labels):
+            # Known from the labels alone, so the one all-reduce happens before the forward
+            # pass and outside the XLA-compiled part (collectives do not compile there).
+            if normalize == "batch":
+                return tf.constant(global_batch)
+            if normalize == "none":
+                return tf.constant(1.0)
+            valid = (labels >= 0) & (labels < num_classes) & (labels != config.data.ignore_label)
+            count = tf.reduce_sum(tf.cast(valid, tf.float32))
+            context = tf.distribute.get_replica_context()
+            return tf.maximum(context.all_reduce(tf.distribute.ReduceOp.SUM, count), 1.0)
+
+        def forward_backward(images, labels, divisor):
             with tf.GradientTape() as tape:
-                logits = model(images, training=True)
-                total = summed(labels, logits)
-                if normalize == "valid":
-                    valid = (labels >= 0) & (labels < num_classes)
-                    valid &= labels != config.data.ignore_label
-                    count = tf.reduce_sum(tf.cast(valid, tf.float32))
-                    context = tf.distribute.get_replica_context()
-                    count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-                    loss = total / tf.maximum(count, 1.0)
-                elif normalize == "batch":
-                    loss = total / global_batch
-                else:
-                    loss = total
+                loss = summed(labels, model(images, training=True)) / divisor
                 scaled = optimizer.scale_loss(loss)
-            gradients = tape.gradient(scaled, model.trainable_variables)
+            return loss, tape.gradient(scaled, model.trainable_variables)
+
+        if config.run.jit:
+            forward_backward = tf.function(forward_backward, jit_compile=True)
+
+        def replica_step(images, labels):
+            loss, gradients = forward_backward(images, labels, denominator(labels))
             optimizer.apply(gradients, model.trainable_variables)
             return loss
 
@@ -288,7 +294,7 @@ class Trainer:
             losses = self.strategy.run(replica_step, args=(images, labels))
             return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-        return tf.function(step, jit_compile=config.run.jit or None)
+        return tf.function(step)
 
     def _eval_step_fn(self):
         model, metric = self.model, self.metric
@@ -356,6 +362,10 @@ class Trainer:
         iterator = iter(dataset)
         self._train_step = self._train_step_fn()
         self._eval_step = self._eval_step_fn()
+        variables = self.model.trainable_variables
+        self._weights_finite = tf.function(
+            lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+        )
         writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
         val = None
         images_per_update = config.data.batch_size * accumulate
@@ -389,7 +399,7 @@ class Trainer:
                     [("loss", loss), ("lr", lr), ("images/s", rate)],
                 )
                 if step % config.run.checkpoint_every == 0 and step < end:
-                    self.manager.save(checkpoint_number=step)
+                    self._save(step)
             elapsed = time.perf_counter() - started
             val = self.evaluate()
             record = {
@@ -407,12 +417,22 @@ class Trainer:
         self._clean_worker_files()
         return result
 
+    def _save(self, step: int) -> None:
+        # A finite loss can still come with an update that overflows the weights: such a
+        # state is never saved, so the latest checkpoint is always one to go back to.
+        if not bool(self._weights_finite()):
+            raise NonFiniteLossError(
+                f"weights became non-finite at step {step}; last good checkpoint: "
+                f"{self.manager.latest_checkpoint or 'none'}"
+            )
+        self.manager.save(checkpoint_number=step)
+
     def _end_epoch(self, record: dict[str, Any], writer) -> None:
         step, val = record["step"], record["val"]
         if val is not None and val["mean_iu"] > self.best_iu.numpy():
             self.best_iu.assign(val["mean_iu"])
             self.best_manager.save(checkpoint_number=step)
-        self.manager.save(checkpoint_number=step)
+        self._save(step)
         if not self.chief:
             return
         with open(os.path.join(self.run_dir, runs.METRICS), "a") as file:

@@ -1,0 +1,291 @@
+"""The trainer: recipes, exact resume after SIGKILL, non-finite loss, staged init, numerics."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TINY_VGG
+from helpers import REPO_ROOT
+
+from fcn_tf.training import config as recipes
+from fcn_tf.training import runs
+from fcn_tf.training.loop import NonFiniteLossError, Trainer, build_model
+
+RECIPES = sorted((REPO_ROOT / "training" / "configs").glob("*.yaml"))
+
+
+def tiny_config(records_dir, **sections) -> recipes.TrainConfig:
+    """A seconds-long recipe on 16 shapes images of 32x32."""
+    values = {
+        "model": {"geometry": "same", "backbone_options": dict(TINY_VGG)},
+        "data": {
+            "options": {"height": 32, "width": 32},
+            "split_options": {"train": {"count": 16}, "val": {"count": 4}},
+            "records_dir": str(records_dir),
+            "batch_size": 2,
+            "crop_size": 32,
+            "scale_range": [0.75, 1.25],
+        },
+        "solver": {"optimizer": "sgd", "learning_rate": 0.01, "accumulate": 1},
+        "run": {"steps_per_epoch": 3, "epochs": 1, "export": False, "eval_images": 1},
+    }
+    for section, fields in sections.items():
+        values[section] = {**values.get(section, {}), **fields}
+    return recipes.from_dict(values)
+
+
+def weights_of(model: keras.Model) -> list[np.ndarray]:
+    return [np.array(w) for w in model.weights]
+
+
+# -- recipes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_parses(path):
+    config = recipes.load_recipe(path)
+    assert config.name == path.stem
+    round_trip = recipes.from_dict(recipes.to_dict(config))
+    assert round_trip == config
+
+
+def test_recipe_errors_name_the_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  outptu_stride: 16\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: model: unknown key\(s\) \['outptu_stride'\]"):
+        recipes.load_recipe(path)
+    with pytest.raises(ValueError, match=r"run\.precision must be one of"):
+        recipes.from_dict({"run": {"precision": "float8"}})
+    with pytest.raises(ValueError, match=r"unknown key 'run\.epoch'"):
+        recipes.override(recipes.TrainConfig(), ["run.epoch=3"])
+
+
+def test_overrides_parse_yaml_values():
+    config = recipes.override(
+        recipes.TrainConfig(),
+        ["data.scale_range=[0.5, 2.0]", "model.geometry=null", "run.jit=true", "solver.power=1"],
+    )
+    assert config.data.scale_range == [0.5, 2.0]
+    assert config.model.geometry is None and config.run.jit is True
+    assert config.solver.power == 1
+
+
+# -- the run folder ---------------------------------------------------------------------------
+
+
+def test_run_folder_holds_config_metrics_and_best(tmp_path):
+    config = tiny_config(tmp_path / "records", run={"epochs": 2, "export": True})
+    run_dir = tmp_path / "run"
+    result = Trainer(config, str(run_dir), verbose=0).fit()
+
+    written = recipes.from_dict(runs.read_config(str(run_dir)))
+    assert written.data.num_classes == 6 and written.model == config.model
+    metadata = json.loads((run_dir / runs.METADATA).read_text())
+    assert metadata["versions"]["tensorflow"] == tf.__version__
+    lines = [json.loads(line) for line in (run_dir / runs.METRICS).read_text().splitlines()]
+    assert [line["step"] for line in lines] == [3, 6]
+    assert set(lines[0]["val"]["per_class_iu"]) == {
+        "background", "disc", "rectangle", "triangle", "ring", "bar"
+    }  # fmt: skip
+    best = max(line["val"]["mean_iu"] for line in lines)
+    assert result["best_mean_iu"] == pytest.approx(best)
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-6")
+    assert os.listdir(run_dir / "tensorboard")
+
+    # The exported model is the best checkpoint's, and scores what metrics.jsonl says.
+    exported = keras.models.load_model(result["files"]["model"])
+    best_model = build_model(config, 6)
+    tf.train.Checkpoint(model=best_model).restore(result["files"]["best"]).expect_partial()
+    for mine, theirs in zip(exported.weights, best_model.weights, strict=True):
+        np.testing.assert_array_equal(np.array(mine), np.array(theirs))
+
+
+# -- exact resume -----------------------------------------------------------------------------
+
+RESUME_SCRIPT = """
+import json, os, signal, sys
+import numpy as np
+from fcn_tf.training import config as recipes
+from fcn_tf.training.loop import Trainer
+
+config = recipes.from_dict(json.loads(sys.argv[1]))
+run_dir, mode = sys.argv[2], sys.argv[3]
+if mode == "kill":
+    make_step = Trainer._train_step_fn
+
+    def dying_step_fn(self):
+        step = make_step(self)
+        calls = [0]
+
+        def counted(iterator):
+            calls[0] += 1
+            if calls[0] == int(sys.argv[4]):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return step(iterator)
+
+        return counted
+
+    Trainer._train_step_fn = dying_step_fn
+trainer = Trainer(config, run_dir, verbose=0)
+result = trainer.fit(resume=(mode == "resume"))
+np.savez(os.path.join(run_dir, "weights.npz"), *[np.array(w) for w in trainer.model.weights])
+print("RESULT" + json.dumps({"step": result["step"]}))
+"""
+
+
+def _train_process(config, run_dir, mode, *extra):
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    arguments = [json.dumps(recipes.to_dict(config)), str(run_dir), mode, *map(str, extra)]
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(RESUME_SCRIPT), *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def _saved_weights(run_dir):
+    with np.load(run_dir / "weights.npz") as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
+    # Dropout on, augmentation on, checkpoints every 3 updates; the kill comes at update 8,
+    # mid-epoch 2 and two updates past the last checkpoint, which the resumed run redoes.
+    backbone = {**TINY_VGG, "dropout": 0.5}
+    config = tiny_config(
+        tmp_path / "records",
+        model={"backbone_options": backbone},
+        solver={"optimizer": "adam", "learning_rate": 1e-3, "schedule": "poly"},
+        run={"steps_per_epoch": 5, "epochs": 2, "checkpoint_every": 3, "deterministic": True},
+        data={"mirror": True, "jitter": 0.5},
+    )
+    whole = _train_process(config, tmp_path / "whole", "plain")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = _train_process(config, tmp_path / "killed", "kill", 8)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert runs.latest_checkpoint(str(tmp_path / "killed")).endswith("ckpt-6")
+    assert not (tmp_path / "killed" / "weights.npz").exists()
+
+    resumed = _train_process(config, tmp_path / "killed", "resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert '"step": 10' in resumed.stdout
+
+    initial = weights_of(build_model(config, 6))
+    final, expected = _saved_weights(tmp_path / "killed"), _saved_weights(tmp_path / "whole")
+    assert any(not np.allclose(a, b) for a, b in zip(final, initial, strict=False))
+    for got, want in zip(final, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    lines = (tmp_path / "killed" / runs.METRICS).read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [5, 10]
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(
+        tmp_path / "records",
+        solver={"learning_rate": 1e12, "momentum": 0.9, "normalize": "none"},
+        run={"steps_per_epoch": 20, "checkpoint_every": 1},
+    )
+    trainer = Trainer(config, str(tmp_path / "run"), verbose=0)
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+") as raised:
+        trainer.fit()
+    message = raised.value.args[0]
+    failed = int(message.split("at step ")[1].split(" ")[0].rstrip(";"))
+    latest = runs.latest_checkpoint(str(tmp_path / "run"))
+    assert latest.endswith(f"ckpt-{failed - 1}") and message.endswith(latest)
+    model = build_model(config, 6)
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    assert all(np.isfinite(w).all() for w in weights_of(model))
+
+
+# -- staged training --------------------------------------------------------------------------
+
+
+def test_staged_init_carries_the_coarser_net_and_starts_new_skips_at_zero(tmp_path, rng):
+    base = {"geometry": "caffe", "backbone_options": dict(TINY_VGG)}
+    coarse = tiny_config(tmp_path / "records", model={**base, "output_stride": 32})
+    Trainer(coarse, str(tmp_path / "fcn32s"), verbose=0).fit()
+
+    fine = tiny_config(tmp_path / "records", model={**base, "output_stride": 16})
+    trainer = Trainer(fine, str(tmp_path / "fcn16s"), init_from=str(tmp_path / "fcn32s"))
+    trainer._setup(resume=False)
+    source = build_model(coarse, 6)
+    tf.train.Checkpoint(model=source).restore(runs.find_checkpoint(str(tmp_path / "fcn32s")))
+    for name in ("conv1_1", "conv5_3", "fc6", "fc7", "score_fr"):
+        for mine, theirs in zip(
+            trainer.model.get_layer(name).weights, source.get_layer(name).weights, strict=True
+        ):
+            np.testing.assert_array_equal(np.array(mine), np.array(theirs))
+    assert not np.any(trainer.model.get_layer("score_pool4").get_weights()[0])
+
+    # A zero skip adds nothing, and 2x then 16x bilinear upsampling differs from 32x bilinear
+    # upsampling only where the 2x step cuts the corners at cell centres: FCN-16s starts
+    # where FCN-32s ended, to a fraction of a percent (away from the borders, whose cells the
+    # two nets crop differently).
+    image = rng.uniform(0, 255, (1, 96, 96, 3)).astype("float32")
+    coarse_out, fine_out = np.array(source(image)), np.array(trainer.model(image))
+    scale = float(np.abs(coarse_out).max())
+    assert scale > 0
+    interior = np.s_[:, 32:64, 32:64]
+    assert np.abs(fine_out[interior] - coarse_out[interior]).max() < 0.005 * scale
+
+
+# -- numerics ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("precision", "jit"), [("mixed_bfloat16", False), ("mixed_float16", False), ("float32", True)]
+)
+def test_precision_and_jit_train(tmp_path, precision, jit):
+    config = tiny_config(tmp_path / "records", run={"precision": precision, "jit": jit})
+    trainer = Trainer(config, str(tmp_path / "run"), verbose=0)
+    result = trainer.fit()
+    assert result["step"] == 3
+    compute = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+    assert trainer.model.get_layer("conv1_1").compute_dtype == compute[precision]
+    scaled = isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (precision == "mixed_float16")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_train_cli_runs_the_default_recipe_with_overrides(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "training" / "train.py"),
+        "--out", str(run_dir),
+        "--steps-per-epoch", "2",
+        "--epochs", "1",
+        "--quiet",
+        "--set", "model.backbone_options={width: 0.03125, fc_units: 8}",
+        "--set", "data.split_options={train: {count: 8}, val: {count: 3}}",
+        "--set", f"data.records_dir={tmp_path / 'records'}",
+        "--set", "data.options={height: 32, width: 32}",
+        "--set", "data.crop_size=32",
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
+        assert key in done.stdout
+    assert f"model      {run_dir / 'model.keras'}" in done.stdout
+    config = recipes.from_dict(runs.read_config(str(run_dir)))
+    assert config.name == "shapes_fcn8s" and config.run.steps_per_epoch == 2
+    assert config.model.backbone_options == {"width": 0.03125, "fc_units": 8}
+    assert keras.models.load_model(run_dir / "model.keras").output_shape == (None, None, None, 6)
