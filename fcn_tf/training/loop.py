@@ -27,6 +27,7 @@ consumed, with their augmentation draws (:func:`fcn_tf.data.load`'s ``skip``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -366,7 +367,11 @@ class Trainer:
         self._weights_finite = tf.function(
             lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
         )
-        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
+        writer = (
+            tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
+            if self.chief
+            else tf.summary.create_noop_writer()
+        )
         val = None
         images_per_update = config.data.batch_size * accumulate
         while step < self.total_steps:
@@ -499,3 +504,5 @@ class Trainer:
     def _clean_worker_files(self) -> None:
         if not self.chief:
             shutil.rmtree(os.path.dirname(self._own_dir(runs.CHECKPOINTS)), ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(self.run_dir, "workers"))

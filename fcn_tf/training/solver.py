@@ -23,6 +23,7 @@ the two configurations of the trainer and :func:`make_optimizer` builds the opti
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import keras
@@ -280,7 +281,9 @@ class ReferenceSGD(keras.optimizers.Optimizer):
         >>> opt.multipliers(keras.Variable([[0.0]], name="kernel"))
         (1.0, 1.0)
         """
-        name = variable.name.split("/")[-1].split(":")[0]
+        # Under tf.distribute, update_step gets each replica's own copy, whose name has a
+        # suffix ("bias/replica_1:0"): the multipliers go by the variable's own name.
+        name = re.sub(r"/replica_\d+$", "", variable.name.split(":")[0]).split("/")[-1]
         if name == "bias":
             return self.bias_lr_mult, 1.0 if self.bias_decay else 0.0
         if len(variable.shape) <= 1:
