@@ -29,13 +29,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 
-import numpy as np
+# Run as a script or imported from elsewhere: the shared helpers sit beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine_info, matmul_rate, measure_matmul, progress, timed
 
 VARIANTS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 GOAL = {
@@ -87,104 +87,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.matmul_size, args.matmul_repeats = min(args.matmul_size, 512), 3
         args.quiet_wait = min(args.quiet_wait, 1.0)
     return args
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-class BackgroundLoad:
-    """Share of all cores' time that other processes used between ``start`` and ``stop``."""
-
-    def __init__(self) -> None:
-        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-    def _busy(self) -> float | None:
-        try:
-            with open("/proc/stat") as stat:
-                fields = [int(v) for v in stat.readline().split()[1:]]
-        except OSError:
-            return None
-        idle = fields[3] + fields[4]  # idle + iowait
-        return (sum(fields[:8]) - idle) / self.hz
-
-    def wait_for_quiet(self, max_wait_s: float, threshold: float = 0.1) -> float:
-        """Sleep until others use under ``threshold`` of the CPU for 0.25 s; seconds waited."""
-        began = time.perf_counter()
-        while time.perf_counter() - began < max_wait_s:
-            self.start()
-            time.sleep(0.25)
-            share = self.stop()
-            if share is None or share < threshold:
-                break
-        return time.perf_counter() - began
-
-    def start(self) -> None:
-        times = os.times()
-        self._t0 = (time.perf_counter(), self._busy(), times.user + times.system)
-
-    def stop(self) -> float | None:
-        wall0, busy0, own0 = self._t0
-        wall, busy, times = time.perf_counter() - wall0, self._busy(), os.times()
-        if busy is None or busy0 is None or wall <= 0:
-            return None
-        other = (busy - busy0) - (times.user + times.system - own0)
-        return round(max(0.0, other / (wall * (os.cpu_count() or 1))), 3)
-
-
-# Another process using more than this share of the CPU during a run spoils it.
-BUSY = 0.1
-
-
-def timed(fn: Callable[[], object], repeats: int, quiet_wait: float = 0.0) -> dict:
-    """Wall times of ``repeats`` calls made while other processes left the CPU idle.
-
-    Before each call it waits (``quiet_wait`` s in all) for others to go idle; when waiting is
-    on, a call during which others still used the CPU is redone, up to ``repeats`` extra
-    calls. The median then covers the clean calls, or all if fewer than half were clean.
-    """
-    load, runs, waited = BackgroundLoad(), [], 0.0
-    attempts = 2 * repeats if quiet_wait > 0 else repeats
-    while len(runs) < attempts and sum(s is None or s < BUSY for _, s in runs) < repeats:
-        if quiet_wait - waited > 0:
-            waited += load.wait_for_quiet(quiet_wait - waited, BUSY)
-        load.start()
-        start = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - start, load.stop()))
-    clean = [t for t, s in runs if s is None or s < BUSY]
-    shares = [s for _, s in runs if s is not None]
-    return {
-        "samples": clean if 2 * len(clean) >= repeats else [t for t, _ in runs],
-        "all_samples": [t for t, _ in runs],
-        "shares": [s for _, s in runs],
-        "clean_runs": len(clean),
-        "background_cpu": round(statistics.mean(shares), 3) if shares else None,
-        "quiet_wait_s": round(waited, 1),
-    }
-
-
-def measure_matmul(tf, n: int, repeats: int, quiet_wait: float = 0.0) -> dict:
-    """fp32 ``n x n`` matmul rates of TensorFlow and numpy (GFLOP/s from median times)."""
-    flops = 2 * n**3
-    rng = np.random.default_rng(0)
-    a_np, b_np = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
-    a, b = tf.constant(a_np), tf.constant(b_np)
-    matmul = tf.function(tf.linalg.matmul)
-    matmul(a, b).numpy()
-    tf_run = timed(lambda: matmul(a, b).numpy(), repeats, quiet_wait)
-    tf_samples = tf_run["all_samples"]
-    a_np @ b_np
-    np_samples = timed(lambda: a_np @ b_np, max(3, repeats // 2), quiet_wait)["samples"]
-    return {
-        "n": n,
-        "tf_samples_s": [round(s, 5) for s in tf_samples],
-        "tf_background_cpu": tf_run["shares"],
-        "tf_gflops": round(flops / statistics.median(tf_samples) / 1e9, 1),
-        "tf_best_gflops": round(flops / min(tf_samples) / 1e9, 1),
-        "numpy_gflops": round(flops / statistics.median(np_samples) / 1e9, 1),
-        "background_cpu": tf_run["background_cpu"],
-    }
 
 
 def bench_config(tf, predictor, flops: int, size: int, args) -> dict:
@@ -323,12 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
         del model, predictors
 
     matmul_end = measure_matmul(tf, args.matmul_size, args.matmul_repeats, args.quiet_wait)
-    samples = matmul_start["tf_samples_s"] + matmul_end["tf_samples_s"]
-    shares = matmul_start["tf_background_cpu"] + matmul_end["tf_background_cpu"]
-    # The machine's rate, not a neighbour's leftovers: runs while others were busy are dropped.
-    quiet = [t for t, share in zip(samples, shares, strict=True) if share is None or share < BUSY]
-    rate = 2 * args.matmul_size**3 / statistics.median(quiet or samples) / 1e9
-    best_rate = 2 * args.matmul_size**3 / min(samples) / 1e9
+    rate, best_rate, matmul = matmul_rate(matmul_start, matmul_end)
     for row in raw:
         roofline = row["flops"] / (rate * 1e9)
         row["roofline_s"] = round(roofline, 5)
@@ -337,29 +234,10 @@ def main(argv: list[str] | None = None) -> dict:
         row["roofline_ratio_best"] = round(row["latency_min_s"] * best_rate * 1e9 / row["flops"], 3)
 
     report = {
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-            "env": {
-                k: v
-                for k, v in os.environ.items()
-                if k.startswith(("TF_ENABLE_ONEDNN", "TF_ONEDNN", "XLA_FLAGS", "OMP_"))
-            },
-            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        },
+        "machine": machine_info(tf, keras),
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "onednn_weights_frozen": onednn_weights_frozen(),
-        "matmul": {
-            "gflops": round(rate, 1),
-            "quiet_samples": len(quiet),
-            "best_gflops": round(best_rate, 1),
-            "start": matmul_start,
-            "end": matmul_end,
-        },
+        "matmul": matmul,
         "results": raw,
         "summary": summarize(raw),
         "elapsed_s": round(time.perf_counter() - began, 1),
