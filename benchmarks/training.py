@@ -191,7 +191,7 @@ def make_plans(args) -> list[Plan]:
 def bench_run(plan: Plan, jit: bool, precision: str, args, tf, keras) -> dict:
     """Time the trainer's step for one recipe at one ``run.jit`` and ``run.precision``."""
     from fcn_tf.flops import count_flops
-    from fcn_tf.training.loop import Trainer, build_model, build_optimizer, solver_config
+    from fcn_tf.training.loop import Trainer
 
     config = plan.config
     config = dataclasses.replace(
@@ -207,19 +207,14 @@ def bench_run(plan: Plan, jit: bool, precision: str, args, tf, keras) -> dict:
     keras.utils.set_random_seed(config.run.seed)
     keras.mixed_precision.set_global_policy(precision)
     try:
-        solver = solver_config(config, total_steps=TOTAL_STEPS)
-        with strategy.scope():
-            model = build_model(config, plan.num_classes)
-            optimizer = build_optimizer(config, solver)
-            optimizer.build(model.trainable_variables)
-        forward = count_flops(model, (*shape, 3))
         with tempfile.TemporaryDirectory() as run_dir:
-            # The trainer builds its step from these attributes (set by Trainer._setup, which
-            # would also resolve the recipe's records): the step users run, not a copy.
+            # The trainer's own model, optimizer and step (without resolving the recipe's
+            # records): what users run, not a copy.
             trainer = Trainer(config, run_dir, strategy=strategy, verbose=0)
-            trainer.model, trainer.optimizer = model, optimizer
-            trainer.solver, trainer.num_classes = solver, plan.num_classes
-            step = trainer._train_step_fn()
+            trainer.build(plan.num_classes, TOTAL_STEPS)
+            step = trainer.train_step_fn()
+        model, optimizer, solver = trainer.model, trainer.optimizer, trainer.solver
+        forward = count_flops(model, (*shape, 3))
         dataset = strategy.distribute_datasets_from_function(
             lambda _: tf.data.Dataset.from_tensors((images, labels)).repeat()
         )

@@ -118,7 +118,7 @@ from fcn_tf.training.loop import Trainer
 config = recipes.from_dict(json.loads(sys.argv[1]))
 run_dir, mode = sys.argv[2], sys.argv[3]
 if mode == "kill":
-    make_step = Trainer._train_step_fn
+    make_step = Trainer.train_step_fn
 
     def dying_step_fn(self):
         step = make_step(self)
@@ -132,7 +132,7 @@ if mode == "kill":
 
         return counted
 
-    Trainer._train_step_fn = dying_step_fn
+    Trainer.train_step_fn = dying_step_fn
 trainer = Trainer(config, run_dir, verbose=0)
 result = trainer.fit(resume=(mode == "resume"))
 np.savez(os.path.join(run_dir, "weights.npz"), *[np.array(w) for w in trainer.model.weights])

@@ -197,13 +197,7 @@ class Trainer:
                 f"data.batch_size {config.data.batch_size} (global) must be a multiple of the "
                 f"{replicas} replicas"
             )
-        self.solver = solver_config(config, total_steps=self.total_steps)
-        with self.strategy.scope():
-            self.model = build_model(config, self.num_classes)
-            self.optimizer = build_optimizer(config, self.solver)
-            self.optimizer.build(self.model.trainable_variables)
-            self.metric = ConfusionMatrix(self.num_classes, ignore_label=config.data.ignore_label)
-            self.best_iu = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+        self.build(self.num_classes, self.total_steps)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, best_mean_iu=self.best_iu
         )
@@ -221,6 +215,19 @@ class Trainer:
             ).assert_existing_objects_matched()
         elif self.init_from:
             self._initialise_from(self.init_from)
+
+    def build(self, num_classes: int, total_steps: int) -> None:
+        """Create the solver, model, optimizer and metric in the strategy's scope (what
+        :meth:`fit` does once the data are known; benchmarks call it directly)."""
+        config = self.config
+        self.num_classes = num_classes
+        self.solver = solver_config(config, total_steps=total_steps)
+        with self.strategy.scope():
+            self.model = build_model(config, num_classes)
+            self.optimizer = build_optimizer(config, self.solver)
+            self.optimizer.build(self.model.trainable_variables)
+            self.metric = ConfusionMatrix(num_classes, ignore_label=config.data.ignore_label)
+            self.best_iu = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -257,7 +264,10 @@ class Trainer:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def _train_step_fn(self):
+    def train_step_fn(self):
+        """The training step as a ``tf.function``: the next per-replica batches of a
+        distributed iterator in, the global loss out (one micro-batch; the optimizer applies
+        an update every ``accumulate`` of them)."""
         config, model, optimizer = self.config, self.model, self.optimizer
         summed = SegmentationCrossEntropy(config.data.ignore_label, normalize="none")
         normalize = self.solver.normalize
@@ -361,7 +371,7 @@ class Trainer:
             )
         )
         iterator = iter(dataset)
-        self._train_step = self._train_step_fn()
+        self._train_step = self.train_step_fn()
         self._eval_step = self._eval_step_fn()
         variables = self.model.trainable_variables
         self._weights_finite = tf.function(
