@@ -1,5 +1,7 @@
-"""Training: the reference (Caffe) SGD solver and its presets."""
+"""Training: the reference (Caffe) SGD solver, recipes, and the strategy-agnostic loop."""
 
+from fcn_tf.training.config import TrainConfig, load_recipe, override
+from fcn_tf.training.loop import NonFiniteLossError, Trainer
 from fcn_tf.training.solver import (
     PRESETS,
     SCHEDULES,
@@ -14,10 +16,15 @@ from fcn_tf.training.solver import (
 __all__ = [
     "PRESETS",
     "SCHEDULES",
+    "NonFiniteLossError",
     "ReferenceSGD",
     "SolverConfig",
     "SolverSchedule",
+    "TrainConfig",
+    "Trainer",
+    "load_recipe",
     "make_loss",
     "make_optimizer",
+    "override",
     "preset",
 ]
