@@ -163,3 +163,79 @@ def test_argument_errors_name_the_argument():
         build_fcn(0, backbone_options=TINY_VGG)
     with pytest.raises(ValueError, match="at_once"):
         build_fcn(3, 32, at_once=True, backbone_options=TINY_VGG)
+
+
+BN_VGG = {**TINY_VGG, "batch_norm": True}
+
+
+def test_vgg16_batch_norm_follows_every_conv():
+    model = build_fcn(3, 8, geometry="same", backbone_options={**BN_VGG, "bn_momentum": 0.8})
+    convs = [name for name in VGG_NAMES if name.startswith("conv")]
+    names = [layer.name for layer in model.layers]
+    for conv in convs:
+        index = names.index(conv)
+        assert names[index + 1 : index + 3] == [f"{conv}_bn", f"{conv}_relu"], conv
+        assert not model.get_layer(conv).use_bias
+        assert model.get_layer(f"{conv}_bn").momentum == 0.8
+    assert set(VGG_NAMES + REFERENCE_NAMES[8]) <= set(names)
+    assert not any(name.startswith("fc") and name.endswith("_bn") for name in names)
+    assert build_fcn(3, 8, backbone_options=BN_VGG).get_layer("conv1_1_bn").momentum == 0.9
+    assert "conv1_1_bn" not in {
+        layer.name for layer in build_fcn(3, 8, backbone_options=TINY_VGG).layers
+    }
+
+
+@pytest.mark.parametrize("geometry", ["caffe", "same"])
+def test_vgg16_batch_norm_keeps_shapes_and_offsets(geometry, rng):
+    plain = build_fcn(3, 8, geometry=geometry, backbone_options=TINY_VGG)
+    model = build_fcn(3, 8, geometry=geometry, backbone_options=BN_VGG)
+    for name in ("score_pool4c", "score_pool3c", "upscore2c", "upscore_pool4c", "score"):
+        if name in {layer.name for layer in plain.layers}:
+            assert model.get_layer(name).offset == plain.get_layer(name).offset, name
+    predict = dynamic(model)
+    for h, w in [(1, 1), (37, 50), (96, 96)]:
+        assert tuple(predict(images(rng, 2, h, w, 3)).shape) == (2, h, w, 3), (h, w)
+
+
+def test_vgg16_batch_norm_uses_batch_statistics_in_training(rng):
+    model = build_fcn(3, 8, geometry="same", backbone_options=BN_VGG)
+    probe = keras.Model(model.input, model.get_layer("conv1_1_bn").output)
+    x = images(rng, 4, 16, 16, 3)
+    trained = probe(x, training=True).numpy()
+    np.testing.assert_allclose(trained.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
+    bn = model.get_layer("conv1_1_bn")
+    conv = model.get_layer("conv1_1")(model.get_layer("preprocess")(x)).numpy()
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * conv.mean(axis=(0, 1, 2)), rtol=1e-4)
+
+
+def test_fc6_size_sets_the_fc6_kernel(rng):
+    options = {**TINY_VGG, "fc6_size": 3}
+    model = build_fcn(3, 8, geometry="same", backbone_options=options)
+    assert model.get_layer("fc6").kernel_size == (3, 3)
+    assert tuple(model(images(rng, 1, 40, 56, 3)).shape) == (1, 40, 56, 3)
+    classifier = build_fcn(3, 32, geometry="caffe", backbone_options=options)
+    # A 3x3 valid fc6 trims 1 cell per side instead of 3: the crop moves by 2 x stride 32.
+    assert classifier.get_layer("score").offset == 19 + 2 * 32
+
+
+@pytest.mark.parametrize("option", [{"batch_norm": True}, {"fc6_size": 3}])
+def test_batch_norm_and_fc6_size_refuse_imagenet_weights(option):
+    with pytest.raises(ValueError, match="full-size trunk"):
+        build_fcn(3, 32, backbone_weights="any.h5", backbone_options=option)
+
+
+def test_vgg16_batch_norm_round_trips_in_safe_mode(tmp_path, rng):
+    model = build_fcn(3, 8, geometry="same", backbone_options={**BN_VGG, "bn_momentum": 0.8})
+    randomize(model, rng)
+    for layer in model.layers:  # positive moving variances: finite outputs
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_variance.assign(np.abs(layer.moving_variance.numpy()) + 0.5)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert [layer.name for layer in restored.layers] == [layer.name for layer in model.layers]
+    assert restored.get_layer("conv5_3_bn").momentum == 0.8
+    x = images(rng, 2, 37, 53, 3)
+    expected = model(x, training=False).numpy()
+    assert np.isfinite(expected).all() and np.abs(expected).max() > 0
+    np.testing.assert_array_equal(restored(x, training=False).numpy(), expected)

@@ -76,11 +76,19 @@ def vgg16_trunk(
     width: float = 1.0,
     fc_units: int = 4096,
     dropout: float = 0.5,
+    batch_norm: bool = False,
+    bn_momentum: float = 0.9,
+    fc6_size: int = 7,
 ) -> keras.Model:
     """VGG16 with fc6/fc7 as convolutions, layers named as the reference nets.
 
     ``width`` scales every convolution's channels (1.0 is VGG16; smaller is for tests and CPU
-    experiments, and cannot load ImageNet weights).
+    experiments, and cannot load ImageNet weights). ``batch_norm`` is VGG16-BN (torchvision's
+    ``vgg16_bn``): each ``convB_I`` (then without bias) is followed by ``convB_I_bn``, a batch
+    normalisation with moving-statistics ``bn_momentum`` (0.9 suits short runs from scratch;
+    Keras' 0.99 default lags behind fast-changing weights), and ``convB_I_relu``. ``fc6_size``
+    is fc6's kernel size (7 in VGG16); a smaller one suits small images, whose stride-32 map
+    has only a few cells. Batch normalisation and a non-7 ``fc6_size`` load no ImageNet weights.
 
     >>> trunk = vgg16_trunk(keras.Input((None, None, 3)), "classifier", width=1 / 16,
     ...                     fc_units=8)
@@ -95,12 +103,16 @@ def vgg16_trunk(
         for index in range(1, convs + 1):
             padding = "valid" if pad and (block, index) == (1, 1) else "same"
             channels = max(1, round(filters * width))
-            x = layers.Conv2D(
-                channels, 3, padding=padding, activation="relu", name=f"conv{block}_{index}"
-            )(x)
+            name = f"conv{block}_{index}"
+            if batch_norm:
+                x = layers.Conv2D(channels, 3, padding=padding, use_bias=False, name=name)(x)
+                x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+                x = layers.Activation("relu", name=f"{name}_relu")(x)
+            else:
+                x = layers.Conv2D(channels, 3, padding=padding, activation="relu", name=name)(x)
         # SAME 2x2/2 pooling pads only at the end: Caffe's round-up pooling, exactly.
         x = layers.MaxPooling2D(2, strides=2, padding="same", name=f"pool{block}")(x)
-    x = layers.Conv2D(fc_units, 7, padding=fc6_padding, activation="relu", name="fc6")(x)
+    x = layers.Conv2D(fc_units, fc6_size, padding=fc6_padding, activation="relu", name="fc6")(x)
     x = layers.Dropout(dropout, name="drop6")(x)
     x = layers.Conv2D(fc_units, 1, activation="relu", name="fc7")(x)
     x = layers.Dropout(dropout, name="drop7")(x)
@@ -117,9 +129,12 @@ def _vgg16_renames() -> dict[str, str]:
 
 def load_vgg16_weights(trunk: keras.Model, weights: str, **options) -> list[str]:
     """Load a Keras VGG16 classifier's weights, fc1/fc2 convolutionalized into fc6/fc7."""
-    resized = {k: v for k, v in options.items() if k in ("width", "fc_units")}
-    if resized.get("width", 1.0) != 1.0 or resized.get("fc_units", 4096) != 4096:
-        raise ValueError(f"ImageNet VGG16 weights need the full-size trunk, not {resized}")
+    reference = {"width": 1.0, "fc_units": 4096, "batch_norm": False, "fc6_size": 7}
+    changed = {k: v for k, v in options.items() if k in reference and v != reference[k]}
+    if changed:
+        raise ValueError(
+            f"ImageNet VGG16 weights need the full-size trunk without BN, not {changed}"
+        )
     source = classifier_model(keras.applications.VGG16, weights, "vgg16")
     copied = transfer_weights(source, trunk, _vgg16_renames(), origin=str(weights))
     if "fc6" not in copied:
