@@ -239,3 +239,29 @@ def test_vgg16_batch_norm_round_trips_in_safe_mode(tmp_path, rng):
     expected = model(x, training=False).numpy()
     assert np.isfinite(expected).all() and np.abs(expected).max() > 0
     np.testing.assert_array_equal(restored(x, training=False).numpy(), expected)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet50"])
+def test_application_bn_momentum_sets_every_batch_norm_and_round_trips(tmp_path, backbone):
+    options = {"alpha": 0.35} if backbone == "mobilenet_v2" else {}
+    model = fcn_tf.FCN8s(6, backbone=backbone, backbone_options={**options, "bn_momentum": 0.9})
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 10 and {layer.momentum for layer in norms} == {0.9}
+    default = fcn_tf.FCN8s(6, backbone=backbone, backbone_options=options)
+    keras_default = {"mobilenet_v2": 0.999, "resnet50": 0.99}[backbone]
+    assert default.get_layer(norms[0].name).momentum == keras_default
+
+    # One training call moves the moving mean by (1 - momentum) of the way to the batch mean.
+    norm = norms[0]
+    probe = keras.Model(model.input, norm.input)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    batch_mean = np.array(probe(images)).mean(axis=(0, 1, 2))
+    before = np.array(norm.moving_mean)
+    model(images, training=True)
+    np.testing.assert_allclose(
+        np.array(norm.moving_mean), before + 0.1 * (batch_mean - before), rtol=1e-4, atol=1e-5
+    )
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert loaded.get_layer(norm.name).momentum == 0.9

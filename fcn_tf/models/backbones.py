@@ -4,6 +4,11 @@ A backbone is a builder from a preprocessed image tensor to a ``keras.Model`` wh
 in ``features`` are the stride-8, 16 and 32 features the FCN head scores and fuses. Register more
 with :func:`register_backbone`.
 
+Options (``backbone_options`` of :func:`fcn_tf.build_fcn`): ``vgg16`` takes those of
+:func:`vgg16_trunk`; ``resnet50`` and ``mobilenet_v2`` take their Keras application's (e.g.
+``alpha``) and ``bn_momentum``, the moving-statistics momentum of every batch normalisation
+(the applications' 0.99 or 0.999 suits fine-tuning; use about 0.9 to train from scratch).
+
 >>> sorted(BACKBONES)
 ['mobilenet_v2', 'resnet50', 'vgg16']
 >>> BACKBONES["vgg16"].features
@@ -147,12 +152,24 @@ def load_vgg16_weights(trunk: keras.Model, weights: str, **options) -> list[str]
 
 
 def _application(constructor: Callable[..., keras.Model], name: str):
-    def build(inputs, geometry: str = "same", **options) -> keras.Model:
+    def build(
+        inputs, geometry: str = "same", bn_momentum: float | None = None, **options
+    ) -> keras.Model:
         if geometry != "same":
             raise ValueError(f"backbone {name!r} supports geometry 'same' only, got {geometry!r}")
-        return constructor(include_top=False, weights=None, input_tensor=inputs, **options)
+        trunk = constructor(include_top=False, weights=None, input_tensor=inputs, **options)
+        if bn_momentum is not None:
+            # Keras applications use 0.99-0.999: after a few thousand steps from scratch the moving
+            # statistics still lag far behind the weights, and inference-mode outputs are
+            # garbage. The momentum is read at call time and kept by get_config.
+            for layer in trunk.layers:
+                if isinstance(layer, layers.BatchNormalization):
+                    layer.momentum = float(bn_momentum)
+        return trunk
 
-    def load(trunk: keras.Model, weights: str, **options) -> list[str]:
+    def load(
+        trunk: keras.Model, weights: str, bn_momentum: float | None = None, **options
+    ) -> list[str]:
         source = classifier_model(constructor, weights, name, **options)
         return transfer_weights(source, trunk, origin=str(weights))
 
