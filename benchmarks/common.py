@@ -7,6 +7,7 @@ CPU that other processes used meanwhile (:class:`BackgroundLoad`, Linux only), a
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -164,3 +165,25 @@ def machine_info(tf, keras) -> dict:
         },
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
     }
+
+
+def add_timing_arguments(
+    parser: argparse.ArgumentParser, unit: str, repeats: int, warmup: int, warmup_help: str
+) -> None:
+    """The options every benchmark shares: repeats, warm-up, matmul, threads, quiet wait, JSON."""
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help=f"timed {unit}s per configuration"
+    )
+    parser.add_argument("--warmup", type=int, default=warmup, help=warmup_help)
+    parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--matmul-repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: all)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="per configuration, wait up to S seconds in all for other processes to go idle "
+        f"before each timed {unit} (0: never wait)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the JSON report here")

@@ -35,7 +35,7 @@ import time
 
 # Run as a script or imported from elsewhere: the shared helpers sit beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_info, matmul_rate, measure_matmul, progress, timed
+from common import add_timing_arguments, machine_info, matmul_rate, measure_matmul, progress, timed
 
 VARIANTS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 GOAL = {
@@ -62,20 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--geometries", nargs="+", choices=["caffe", "same"], default=["caffe", "same"]
     )
     parser.add_argument("--jit", nargs="+", choices=["off", "on"], default=["off", "on"])
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per configuration")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs (first compiles)")
-    parser.add_argument("--matmul-size", type=int, default=4096)
-    parser.add_argument("--matmul-repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: all)")
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="per configuration, wait up to S seconds in all for other processes to go idle "
-        "before each timed run (0: never wait)",
-    )
-    parser.add_argument("--json", metavar="PATH", help="also write the JSON report here")
+    add_timing_arguments(parser, "run", 7, 2, "untimed runs (first compiles)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, few runs")
     # For tests: shrink the network so a run takes seconds.
     parser.add_argument("--width", type=float, default=1.0, help=argparse.SUPPRESS)

@@ -60,7 +60,7 @@ import numpy as np
 
 # Run as a script or imported from elsewhere: the shared helpers sit beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine_info, matmul_rate, measure_matmul, progress, timed
+from common import add_timing_arguments, machine_info, matmul_rate, measure_matmul, progress, timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "training", "configs", "camvid_fcn8s.yaml")
@@ -113,20 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--precisions", nargs="+", choices=PRECISIONS, default=["float32", "mixed_bfloat16"]
     )
-    parser.add_argument("--repeats", type=int, default=5, help="timed updates per configuration")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed updates after the first")
-    parser.add_argument("--matmul-size", type=int, default=4096)
-    parser.add_argument("--matmul-repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: all)")
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="per configuration, wait up to S seconds in all for other processes to go idle "
-        "before each timed update (0: never wait)",
-    )
-    parser.add_argument("--json", metavar="PATH", help="also write the JSON report here")
+    add_timing_arguments(parser, "update", 5, 1, "untimed updates after the first")
     parser.add_argument("--quick", action="store_true", help="smoke run: small images, few runs")
     # For tests: shrink the networks so a run takes seconds (VGG16 width and fc6/fc7 units;
     # MobileNetV2's alpha takes --width).
