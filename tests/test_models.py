@@ -218,7 +218,28 @@ def test_fc6_size_sets_the_fc6_kernel(rng):
     assert classifier.get_layer("score").offset == 19 + 2 * 32
 
 
-@pytest.mark.parametrize("option", [{"batch_norm": True}, {"fc6_size": 3}])
+def test_block_channels_set_each_block_and_keep_the_crops(rng):
+    channels = [4, 6, 8, 16, 12]
+    model = build_fcn(3, 8, backbone_options={"block_channels": channels, "fc_units": 8})
+    for block, (count, convs) in enumerate(zip(channels, (2, 2, 3, 3, 3), strict=True), start=1):
+        assert [model.get_layer(f"conv{block}_{i}").filters for i in range(1, convs + 1)] == [
+            count
+        ] * convs
+    assert [model.get_layer(n).offset for n in ("score_pool4c", "score_pool3c", "score")] == [
+        5,
+        9,
+        31,
+    ]
+    assert tuple(model(images(rng, 1, 37, 50, 3)).shape) == (1, 37, 50, 3)
+    halved = build_fcn(3, 8, backbone_options={"block_channels": channels, "width": 0.5})
+    assert halved.get_layer("conv4_1").filters == 8
+    with pytest.raises(ValueError, match="block_channels must be 5"):
+        build_fcn(3, 8, backbone_options={"block_channels": [4, 4]})
+
+
+@pytest.mark.parametrize(
+    "option", [{"batch_norm": True}, {"fc6_size": 3}, {"block_channels": [8, 8, 8, 8, 8]}]
+)
 def test_batch_norm_and_fc6_size_refuse_imagenet_weights(option):
     with pytest.raises(ValueError, match="full-size trunk"):
         build_fcn(3, 32, backbone_weights="any.h5", backbone_options=option)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 from keras import layers
@@ -84,6 +84,7 @@ def vgg16_trunk(
     batch_norm: bool = False,
     bn_momentum: float = 0.9,
     fc6_size: int = 7,
+    block_channels: Sequence[int] | None = None,
 ) -> keras.Model:
     """VGG16 with fc6/fc7 as convolutions, layers named as the reference nets.
 
@@ -93,7 +94,10 @@ def vgg16_trunk(
     normalisation with moving-statistics ``bn_momentum`` (0.9 suits short runs from scratch;
     Keras' 0.99 default lags behind fast-changing weights), and ``convB_I_relu``. ``fc6_size``
     is fc6's kernel size (7 in VGG16); a smaller one suits small images, whose stride-32 map
-    has only a few cells. Batch normalisation and a non-7 ``fc6_size`` load no ImageNet weights.
+    has only a few cells. ``block_channels`` gives each of the five blocks its own channel count
+    (before ``width``), e.g. thin early blocks and wide deep ones, which cost little at stride
+    16-32. Batch normalisation, a non-7 ``fc6_size`` and ``block_channels`` load no ImageNet
+    weights.
 
     >>> trunk = vgg16_trunk(keras.Input((None, None, 3)), "classifier", width=1 / 16,
     ...                     fc_units=8)
@@ -103,8 +107,13 @@ def vgg16_trunk(
     if geometry not in VGG16_GEOMETRIES:
         raise ValueError(f"geometry must be one of {sorted(VGG16_GEOMETRIES)}, got {geometry!r}")
     pad, fc6_padding = VGG16_GEOMETRIES[geometry]
+    blocks = VGG16_BLOCKS
+    if block_channels is not None:
+        if len(block_channels) != len(VGG16_BLOCKS) or min(block_channels) < 1:
+            raise ValueError(f"block_channels must be 5 positive ints, got {block_channels!r}")
+        blocks = tuple((int(c), n) for c, (_, n) in zip(block_channels, VGG16_BLOCKS, strict=True))
     x = layers.ZeroPadding2D(pad, name="conv1_1_pad")(inputs) if pad else inputs
-    for block, (filters, convs) in enumerate(VGG16_BLOCKS, start=1):
+    for block, (filters, convs) in enumerate(blocks, start=1):
         for index in range(1, convs + 1):
             padding = "valid" if pad and (block, index) == (1, 1) else "same"
             channels = max(1, round(filters * width))
@@ -134,7 +143,13 @@ def _vgg16_renames() -> dict[str, str]:
 
 def load_vgg16_weights(trunk: keras.Model, weights: str, **options) -> list[str]:
     """Load a Keras VGG16 classifier's weights, fc1/fc2 convolutionalized into fc6/fc7."""
-    reference = {"width": 1.0, "fc_units": 4096, "batch_norm": False, "fc6_size": 7}
+    reference = {
+        "width": 1.0,
+        "fc_units": 4096,
+        "batch_norm": False,
+        "fc6_size": 7,
+        "block_channels": None,
+    }
     changed = {k: v for k, v in options.items() if k in reference and v != reference[k]}
     if changed:
         raise ValueError(
