@@ -10,7 +10,7 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["NORMALIZE_MODES", "SegmentationCrossEntropy"]
+__all__ = ["NORMALIZE_MODES", "SegmentationCrossEntropy", "cell_mask"]
 
 NORMALIZE_MODES = ("none", "valid", "batch")
 
@@ -31,7 +31,16 @@ class SegmentationCrossEntropy(keras.losses.Loss):
             (``normalize: false``; needs a correspondingly tiny learning rate);
             ``"valid"`` averages over valid pixels (0 when there are none);
             ``"batch"`` divides the sum by the batch size ``B`` (Caffe's ``BATCH_SIZE``).
-        name: name of the loss.
+        sample_probability: loss sampling (paper, section 3.4): each ``cell_size`` x
+            ``cell_size`` cell of pixels (a final-layer cell: ``cell_size`` is the output
+            stride) keeps its loss terms with this probability and drops them otherwise, a
+            fresh draw at every call; kept terms are divided by the probability, so the
+            expected value is the unsampled loss (the normaliser is not changed). 1 (the
+            default) is whole-image training, exactly the unsampled loss.
+        cell_size: side of a sampled cell in pixels; cells are aligned with the top-left
+            corner of the label map (a partial cell at the bottom or right is one cell).
+        seed: seed of the sampling draws (a ``keras.random.SeedGenerator``, whose state is
+            ``seed_generator``); ``None`` is random.
 
     ``sample_weight`` (per pixel ``[B,H,W]``/``[B,H,W,1]``, or per image ``[B]``) scales each
     pixel's term; following Keras' convention it does not change the normaliser (valid-pixel
@@ -48,6 +57,9 @@ class SegmentationCrossEntropy(keras.losses.Loss):
     1.3863
     >>> round(float(SegmentationCrossEntropy(normalize="none")(labels, logits)), 4)
     4.1589
+    >>> sampled = SegmentationCrossEntropy(normalize="none", sample_probability=0.5, seed=1)
+    >>> round(float(sampled(labels, logits)) / np.log(4), 4) in (0.0, 2.0, 4.0, 6.0)
+    True
     """
 
     def __init__(
@@ -55,7 +67,14 @@ class SegmentationCrossEntropy(keras.losses.Loss):
         ignore_label: int | None = 255,
         normalize: str = "valid",
         name: str = "segmentation_cross_entropy",
+        sample_probability: float = 1.0,
+        cell_size: int = 1,
+        seed: int | None = None,
     ) -> None:
+        if not 0.0 < float(sample_probability) <= 1.0:
+            raise ValueError(f"sample_probability must be in (0, 1], got {sample_probability!r}")
+        if int(cell_size) < 1:
+            raise ValueError(f"cell_size must be a positive integer, got {cell_size!r}")
         if normalize not in NORMALIZE_MODES:
             raise ValueError(
                 f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}. Use 'none' "
@@ -71,6 +90,14 @@ class SegmentationCrossEntropy(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype="float32")
         self.ignore_label = None if ignore_label is None else int(ignore_label)
         self.normalize = normalize
+        self.sample_probability = float(sample_probability)
+        self.cell_size = int(cell_size)
+        self.seed = None if seed is None else int(seed)
+        # Only a sampling loss owns random state: plain losses stay variable-free, so they can
+        # still be created anywhere, inside a traced function too.
+        self.seed_generator = (
+            keras.random.SeedGenerator(self.seed) if self.sample_probability < 1.0 else None
+        )
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         if sample_weight is not None:
@@ -99,6 +126,10 @@ class SegmentationCrossEntropy(keras.losses.Loss):
             safe_labels, safe_logits, from_logits=True, axis=-1
         )
         pixel_loss = ops.where(valid, pixel_loss, 0.0)
+        if self.seed_generator is not None:
+            shape = ops.shape(labels)
+            keep = cell_mask(shape, self.sample_probability, self.cell_size, self.seed_generator)
+            pixel_loss = pixel_loss * keep / self.sample_probability
 
         if self.normalize == "none":
             return pixel_loss
@@ -110,4 +141,28 @@ class SegmentationCrossEntropy(keras.losses.Loss):
         return pixel_loss * (num_elements / denominator)
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "ignore_label": self.ignore_label, "normalize": self.normalize}
+        config = {"name": self.name, "ignore_label": self.ignore_label, "normalize": self.normalize}
+        # Whole-image losses keep the config they always had; sampling ones add every field.
+        if self.sample_probability < 1.0:
+            config.update(
+                sample_probability=self.sample_probability, cell_size=self.cell_size, seed=self.seed
+            )
+        return config
+
+
+def cell_mask(shape: Any, probability: float, cell_size: int, seed: Any = None) -> Any:
+    """A float32 0/1 mask of ``shape`` ``(B, H, W)`` made of whole ``cell_size`` x
+    ``cell_size`` cells (from the top-left corner), each 1 with ``probability``.
+
+    ``seed`` is an int, a ``keras.random.SeedGenerator`` or ``None`` (Keras' global one).
+
+    >>> mask = ops.convert_to_numpy(cell_mask((1, 4, 6), 0.5, 2, seed=3))
+    >>> mask.shape, bool((mask[0, ::2, ::2] == mask[0, 1::2, 1::2]).all())
+    ((1, 4, 6), True)
+    """
+    batch, height, width = shape[0], shape[1], shape[2]
+    cells = (batch, -(-height // cell_size), -(-width // cell_size))
+    keep = ops.cast(keras.random.uniform(cells, seed=seed) < probability, "float32")
+    if cell_size > 1:
+        keep = ops.repeat(ops.repeat(keep, cell_size, axis=1), cell_size, axis=2)
+    return keep[:, :height, :width]

@@ -67,3 +67,39 @@ def run_python_json(script: str, **kwargs) -> dict:
     stdout = run_python(script, **kwargs)
     line = next(s for s in stdout.splitlines() if s.startswith("RESULT"))
     return json.loads(line[len("RESULT") :])
+
+
+def pixel_classifier(num_classes: int, seed: int = 0) -> keras.Model:
+    """A one-layer per-pixel classifier with random weights: exports and runs in a blink, and
+    two seeds give two models whose answers tell them apart."""
+    model = keras.Sequential(
+        [keras.Input((None, None, 3)), keras.layers.Conv2D(num_classes, 3, padding="same")]
+    )
+    randomize(model, np.random.default_rng(seed))
+    return model
+
+
+def random_thin_fcn(num_classes: int, seed: int = 1) -> keras.Model:
+    """A thin FCN-8s (VGG16 at 1/32 width) with random weights everywhere: a fast model
+    whose class maps vary from pixel to pixel."""
+    from conftest import TINY_VGG
+
+    from fcn_tf.models import build_fcn
+
+    model = build_fcn(num_classes, 8, backbone_options=dict(TINY_VGG))
+    randomize(model, np.random.default_rng(seed))
+    return model
+
+
+def keras_class_ids(model: keras.Model, images) -> np.ndarray:
+    """The reference class ids: the Keras model eagerly on float images, argmax in numpy."""
+    return np.argmax(np.asarray(model(np.asarray(images, np.float32))), axis=-1)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server started in another process)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -14,6 +14,7 @@ import tensorflow as tf
 from conftest import TINY_VGG
 from helpers import REPO_ROOT
 
+from fcn_tf.export import read_metadata
 from fcn_tf.training import config as recipes
 from fcn_tf.training import runs
 from fcn_tf.training.loop import NonFiniteLossError, Trainer, build_model
@@ -106,12 +107,22 @@ def test_run_folder_holds_config_metrics_and_best(tmp_path):
     for mine, theirs in zip(exported.weights, best_model.weights, strict=True):
         np.testing.assert_array_equal(np.array(mine), np.array(theirs))
 
+    # ... and so is the SavedModel, in TF Serving's layout, with the run's class names.
+    assert result["files"]["saved_model"] == str(run_dir / runs.EXPORT / "1")
+    served = tf.saved_model.load(result["files"]["saved_model"]).signatures["serving_default"]
+    image = np.random.default_rng(0).integers(0, 256, (1, 32, 40, 3), dtype=np.uint8)
+    expected = np.argmax(exported(image.astype("float32")), axis=-1)
+    np.testing.assert_array_equal(served(images=tf.constant(image))["class_ids"], expected)
+    described = read_metadata(result["files"]["saved_model"])
+    assert described["class_names"] == list(lines[0]["val"]["per_class_iu"])
+
 
 # -- exact resume -----------------------------------------------------------------------------
 
 RESUME_SCRIPT = """
 import json, os, signal, sys
 import numpy as np
+from fcn_tf.export import read_metadata
 from fcn_tf.training import config as recipes
 from fcn_tf.training.loop import Trainer
 
@@ -284,7 +295,8 @@ def test_train_cli_runs_the_default_recipe_with_overrides(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
         assert key in done.stdout
-    assert f"model      {run_dir / 'model.keras'}" in done.stdout
+    assert f"model        {run_dir / 'model.keras'}" in done.stdout
+    assert f"saved_model  {run_dir / runs.EXPORT / '1'}" in done.stdout
     config = recipes.from_dict(runs.read_config(str(run_dir)))
     assert config.name == "shapes_fcn8s" and config.run.steps_per_epoch == 2
     assert config.model.backbone_options == {"width": 0.03125, "fc_units": 8}

@@ -105,7 +105,10 @@ def _report(result: dict) -> None:
         print(f"Best mean IU: {result['best_mean_iu']:.4f}")
     print("Files:")
     for key, path in result["files"].items():
-        print(f"  {key:<10} {path}")
+        print(f"  {key:<12} {path}")
+    if "saved_model" in result["files"]:
+        base = os.path.dirname(result["files"]["saved_model"])
+        print(f"Serve it: python serving/local_server.py --model-base-path {base} --port 8500")
 
 
 if __name__ == "__main__":

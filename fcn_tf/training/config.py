@@ -87,7 +87,11 @@ class DataConfig:
 class SolverSection:
     """The optimizer: ``sgd`` is :class:`fcn_tf.training.ReferenceSGD` from ``preset``
     (``null`` fields keep the preset's value); ``adam``/``adamw`` use the same learning rate,
-    schedule and accumulation (``weight_decay`` is AdamW's decoupled decay)."""
+    schedule and accumulation (``weight_decay`` is AdamW's decoupled decay).
+
+    ``loss_sampling`` < 1 is the paper's loss sampling (section 3.4): each final-layer cell
+    (``model.output_stride`` pixels square) keeps its loss with this probability, renormalised
+    so that the expected loss is the whole-image one."""
 
     optimizer: str = "sgd"
     preset: str = "normalized"
@@ -101,6 +105,7 @@ class SolverSection:
     accumulate: int | None = None
     normalize: str | None = None
     clipnorm: float | None = None
+    loss_sampling: float = 1.0
 
 
 @dataclasses.dataclass
@@ -161,6 +166,10 @@ def check(config: TrainConfig) -> None:
     for field, value in positive.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{field} must be a positive integer, got {value!r}")
+    if not 0.0 < config.solver.loss_sampling <= 1.0:
+        raise ValueError(
+            f"solver.loss_sampling must be in (0, 1], got {config.solver.loss_sampling!r}"
+        )
     if config.data.train is None and config.data.dataset is None:
         raise ValueError("data.train (a TFRecord pattern) or data.dataset (a converter) is needed")
 

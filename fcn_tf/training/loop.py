@@ -49,7 +49,14 @@ from fcn_tf.training.inputs import eval_dataset_fn, resolve_split, train_dataset
 from fcn_tf.training.solver import SolverConfig, make_optimizer, make_schedule, preset
 from fcn_tf.training.strategy import is_chief, make_strategy, worker_index
 
-__all__ = ["NonFiniteLossError", "Trainer", "build_model", "build_optimizer", "solver_config"]
+__all__ = [
+    "NonFiniteLossError",
+    "Trainer",
+    "build_model",
+    "build_optimizer",
+    "load_model",
+    "solver_config",
+]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -130,6 +137,32 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
     )
 
 
+def load_model(path: str) -> keras.Model:
+    """A trained network: a ``.keras`` file, or a run's checkpoint (prefix, ``checkpoints/`` or
+    ``best/`` folder, or the run folder) restored into the network its ``config.yaml`` names.
+
+    Every model variable must come from the checkpoint; optimizer slots may stay behind.
+    """
+    if path.endswith(".keras"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such .keras file")
+        return keras.models.load_model(path, compile=False)
+    prefix = runs.find_checkpoint(path)
+    folder = runs.run_folder_of(prefix)
+    if folder is None:
+        raise FileNotFoundError(
+            f"{path}: checkpoint {prefix} has no {runs.CONFIG} in its run folder to rebuild "
+            "the network from"
+        )
+    config = from_dict(runs.read_config(folder), where=os.path.join(folder, runs.CONFIG))
+    if not config.data.num_classes:
+        raise ValueError(f"{folder}/{runs.CONFIG}: data.num_classes is not set")
+    model = build_model(config, config.data.num_classes)
+    status = tf.train.Checkpoint(model=model).restore(prefix)
+    status.assert_existing_objects_matched().expect_partial()
+    return model
+
+
 def _current_lr(optimizer: keras.optimizers.Optimizer) -> float:
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     rate = inner.learning_rate
@@ -198,8 +231,11 @@ class Trainer:
                 f"{replicas} replicas"
             )
         self.build(self.num_classes, self.total_steps)
+        # Loss sampling's draws resume exactly too; without sampling the checkpoint is as before.
+        sampling = self.loss.seed_generator
+        extra = {} if sampling is None else {"loss_sampling": sampling.state}
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, best_mean_iu=self.best_iu
+            model=self.model, optimizer=self.optimizer, best_mean_iu=self.best_iu, **extra
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
@@ -228,6 +264,14 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.metric = ConfusionMatrix(num_classes, ignore_label=config.data.ignore_label)
             self.best_iu = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+            # The summed loss; the step divides it by the global normaliser.
+            self.loss = SegmentationCrossEntropy(
+                config.data.ignore_label,
+                normalize="none",
+                sample_probability=config.solver.loss_sampling,
+                cell_size=config.model.output_stride,
+                seed=config.run.seed,
+            )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -248,15 +292,7 @@ class Trainer:
         return os.path.join(self.run_dir, "workers", f"worker-{worker_index()}", name)
 
     def _initialise_from(self, path: str) -> None:
-        if path.endswith(".keras"):
-            source = keras.models.load_model(path, compile=False)
-        else:
-            prefix = runs.find_checkpoint(path)
-            folder = os.path.dirname(os.path.dirname(prefix))
-            source_config = from_dict(runs.read_config(folder), where=folder)
-            source = build_model(source_config, source_config.data.num_classes)
-            tf.train.Checkpoint(model=source).restore(prefix).expect_partial()
-        copied = runs.copy_matching_layers(source, self.model)
+        copied = runs.copy_matching_layers(load_model(path), self.model)
         if not copied:
             raise ValueError(f"--init-from {path}: no layer matches this model by name and shape")
         if self.verbose:
@@ -269,7 +305,7 @@ class Trainer:
         distributed iterator in, the global loss out (one micro-batch; the optimizer applies
         an update every ``accumulate`` of them)."""
         config, model, optimizer = self.config, self.model, self.optimizer
-        summed = SegmentationCrossEntropy(config.data.ignore_label, normalize="none")
+        summed = self.loss
         normalize = self.solver.normalize
         global_batch = float(config.data.batch_size)
         num_classes = self.num_classes
@@ -503,6 +539,7 @@ class Trainer:
         if self.config.run.export and self.chief:
             files["model"] = os.path.join(self.run_dir, runs.MODEL)
             _save_keras(self.model, files["model"])
+            files["saved_model"] = self._export_saved_model()
         best = float(self.best_iu.numpy())
         return {
             "step": int(self.optimizer.iterations.numpy()),
@@ -510,6 +547,18 @@ class Trainer:
             "best_mean_iu": best if best >= 0 else None,
             "files": files,
         }
+
+    def _export_saved_model(self) -> str:
+        # Imported here: the export module imports this one (to load checkpoints).
+        from fcn_tf.export import export_saved_model
+
+        # TF Serving's layout: a run resumed after it finished adds the next version.
+        return export_saved_model(
+            self.model,
+            os.path.join(self.run_dir, runs.EXPORT),
+            class_names=self.class_names,
+            metadata={"source": self.run_dir, "run_config": to_dict(self.config)},
+        )
 
     def _clean_worker_files(self) -> None:
         if not self.chief:

@@ -44,6 +44,8 @@ __all__ = [
 
 CHECKPOINTS, BEST = "checkpoints", "best"
 CONFIG, METADATA, METRICS, MODEL = "config.yaml", "run.json", "metrics.jsonl", "model.keras"
+# The SavedModel base path (TF Serving layout: EXPORT/1/saved_model.pb).
+EXPORT = "export"
 
 
 def git_commit(path: str | None = None) -> str | None:
@@ -107,6 +109,16 @@ def read_config(folder: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{folder} is not a run folder: it has no {CONFIG}")
     with open(path) as file:
         return yaml.safe_load(file)
+
+
+def run_folder_of(path: str) -> str | None:
+    """The run folder ``path`` belongs to (the folder itself, the folder of its ``model.keras``
+    or of its ``checkpoints/``/``best/`` entries), or ``None``."""
+    path = os.path.abspath(path)
+    for folder in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        if os.path.isfile(os.path.join(folder, CONFIG)):
+            return folder
+    return None
 
 
 def latest_checkpoint(folder: str) -> str | None:

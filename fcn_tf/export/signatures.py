@@ -1,0 +1,149 @@
+"""The serving signatures of a segmentation model, as functions of a Keras model.
+
+Every function takes dynamic batch, height and width and runs the model with
+``training=False``; names of inputs and outputs are the contract's
+(:mod:`fcn_tf.export.constants`).
+
+>>> import numpy as np
+>>> from fcn_tf.models import build_fcn
+>>> model = build_fcn(3, 32, backbone_options={"width": 1 / 32, "fc_units": 8})
+>>> out = class_ids_fn(model, max_pixels=10**6)(np.zeros((2, 20, 30, 3), np.uint8))
+>>> out["class_ids"].dtype.name, out["class_ids"].shape.as_list()
+('uint8', [2, 20, 30])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from fcn_tf.export import constants
+from fcn_tf.export.decode import decode_rgb, image_size
+
+__all__ = [
+    "IMAGES_SPEC",
+    "IMAGE_BYTES_SPEC",
+    "class_dtype",
+    "class_ids_fn",
+    "image_bytes_fn",
+    "num_classes_of",
+    "probabilities_fn",
+]
+
+IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name=constants.INPUT_IMAGES)
+IMAGE_BYTES_SPEC = tf.TensorSpec([None], tf.string, name=constants.INPUT_IMAGE_BYTES)
+
+
+def num_classes_of(model: keras.Model) -> int:
+    """The number of classes a model scores (its output's last axis)."""
+    classes = model.outputs[0].shape[-1]
+    if classes is None:
+        raise ValueError(f"model {model.name!r}: its output's last axis (the classes) is unknown")
+    return int(classes)
+
+
+def class_dtype(num_classes: int) -> tf.DType:
+    """uint8 class ids when they fit in 8 bits, as :class:`fcn_tf.inference.Predictor`
+    returns them; int32 beyond.
+
+    With exactly 256 classes, id 255 is a class and also ``PAD_CLASS_ID``: the
+    ``image_size`` output, not the value, tells padding apart.
+
+    >>> class_dtype(21).name, class_dtype(256).name, class_dtype(300).name
+    ('uint8', 'uint8', 'int32')
+    """
+    return tf.uint8 if num_classes <= 256 else tf.int32
+
+
+def _checked_images(images: tf.Tensor, max_pixels: int) -> tf.Tensor:
+    """The images as float32 after checking them in the graph, where TF Serving feeds tensors
+    without comparing them to the signature."""
+    shape = tf.shape(images)
+    pixels = tf.cast(shape[1], tf.int64) * tf.cast(shape[2], tf.int64)
+    checks = [
+        tf.debugging.assert_equal(
+            shape[3], 3, message=f"{constants.INPUT_IMAGES} must be RGB: [B, H, W, 3]"
+        ),
+        tf.debugging.assert_less_equal(
+            pixels,
+            tf.constant(max_pixels, tf.int64),
+            message=f"{constants.INPUT_IMAGES}: H x W exceeds the limit of {max_pixels} pixels",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.cast(images, tf.float32)
+
+
+def _class_ids(model: keras.Model, images: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    logits = model(images, training=False)
+    return tf.cast(tf.argmax(logits, axis=-1, output_type=tf.int32), dtype)
+
+
+def class_ids_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor], dict]:
+    """``serving_default``: uint8 RGB ``[B, H, W, 3]`` -> ``class_ids`` ``[B, H, W]``."""
+    dtype = class_dtype(num_classes_of(model))
+
+    def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        floats = _checked_images(images, max_pixels)
+        return {constants.OUTPUT_CLASS_IDS: _class_ids(model, floats, dtype)}
+
+    return serving_default
+
+
+def probabilities_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor], dict]:
+    """``probabilities``: uint8 RGB ``[B, H, W, 3]`` -> float32 softmax ``[B, H, W, C]``."""
+
+    def probabilities(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = model(_checked_images(images, max_pixels), training=False)
+        # Softmax in float32 whatever the model computes in (mixed precision).
+        return {constants.OUTPUT_PROBABILITIES: tf.nn.softmax(tf.cast(logits, tf.float32))}
+
+    return probabilities
+
+
+def image_bytes_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor], dict]:
+    """``predict_image_bytes``: encoded PNG/JPEG strings ``[B]`` -> ``class_ids``
+    ``[B, H_max, W_max]`` (``PAD_CLASS_ID`` beyond each image) and ``image_size`` ``[B, 2]``.
+
+    Every header is checked before any image is decoded; then images are decoded and run one
+    at a time, each at its own size, so one image's result is the same alone or in a batch and
+    memory holds one image's activations.
+    """
+    dtype = class_dtype(num_classes_of(model))
+
+    def predict_image_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        indices = tf.range(tf.size(image_bytes))
+        sizes = tf.map_fn(
+            lambda item: image_size(item[0], item[1], max_pixels),
+            (image_bytes, indices),
+            fn_output_signature=tf.TensorSpec([2], tf.int32),
+        )
+        largest = tf.reduce_max(tf.concat([sizes, tf.zeros([1, 2], tf.int32)], 0), axis=0)
+
+        def one(item: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
+            contents, index, size = item
+            image = decode_rgb(contents, index)
+            labels = _class_ids(model, tf.cast(image, tf.float32)[tf.newaxis], dtype)[0]
+            missing = largest - size
+            return tf.pad(
+                labels, [[0, missing[0]], [0, missing[1]]], constant_values=constants.PAD_CLASS_ID
+            )
+
+        def run_all() -> tf.Tensor:
+            return tf.map_fn(
+                one,
+                (image_bytes, indices, sizes),
+                fn_output_signature=tf.TensorSpec([None, None], dtype),
+                parallel_iterations=1,
+            )
+
+        with tf.control_dependencies([sizes]):
+            # Stacking no elements of unknown shape fails: an empty request has its own branch.
+            class_ids = tf.cond(
+                tf.size(image_bytes) > 0, run_all, lambda: tf.zeros([0, 0, 0], dtype)
+            )
+        return {constants.OUTPUT_CLASS_IDS: class_ids, constants.OUTPUT_IMAGE_SIZE: sizes}
+
+    return predict_image_bytes
