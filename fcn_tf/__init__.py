@@ -8,7 +8,7 @@
 
 from fcn_tf.losses import SegmentationCrossEntropy
 from fcn_tf.metrics import ConfusionMatrix, MeanIU, confusion_matrix, scores
-from fcn_tf.models import BACKBONES, FCN8s, FCN16s, FCN32s, build_fcn
+from fcn_tf.models import BACKBONES, FCN8s, FCN16s, FCN32s, build_fcn, rarefy, shift_and_stitch
 
 __version__ = "0.1.0"
 
@@ -23,5 +23,7 @@ __all__ = [
     "__version__",
     "build_fcn",
     "confusion_matrix",
+    "rarefy",
     "scores",
+    "shift_and_stitch",
 ]

@@ -4,12 +4,14 @@ from fcn_tf.models.backbones import BACKBONES, Backbone, get_backbone, register_
 from fcn_tf.models.fcn import FCN8s, FCN16s, FCN32s, build_fcn
 from fcn_tf.models.initializers import BilinearUpsampling
 from fcn_tf.models.layers import Crop, PadToMultiple, Preprocess
+from fcn_tf.models.stitch import DilatedPooling2D, rarefy, shift_and_stitch
 
 __all__ = [
     "BACKBONES",
     "Backbone",
     "BilinearUpsampling",
     "Crop",
+    "DilatedPooling2D",
     "FCN8s",
     "FCN16s",
     "FCN32s",
@@ -17,5 +19,7 @@ __all__ = [
     "Preprocess",
     "build_fcn",
     "get_backbone",
+    "rarefy",
     "register_backbone",
+    "shift_and_stitch",
 ]

@@ -1,0 +1,144 @@
+"""Evaluate a model on a split of TFRecords: the paper's four metrics and per-class IU.
+
+Every image is scored whole, at its own size, and one confusion matrix is summed over the
+split (pixels with the ignore label left out), as the authors' score code does; the metrics
+are :func:`fcn_tf.scores` of it. A Keras model and its SavedModel export give the same
+numbers: both get the records' uint8 pixels.
+
+>>> import tempfile
+>>> from fcn_tf.data.convert import convert
+>>> from fcn_tf.models import build_fcn
+>>> records = tempfile.mkdtemp()
+>>> _ = convert("synthetic", records, "val", verbose=False, count=2, height=32, width=32)
+>>> model = build_fcn(6, 32, backbone_options={"width": 1 / 32, "fc_units": 8})
+>>> report = evaluate(model, records + "/*.tfrecord", verbose=0)
+>>> report["images"], sorted(report["per_class_iu"])[:2]
+(2, ['background', 'bar'])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import keras
+import numpy as np
+
+from fcn_tf.evaluation.models import open_model
+from fcn_tf.evaluation.records import split_info
+from fcn_tf.metrics import SCORE_NAMES, confusion_matrix, scores
+
+__all__ = [
+    "CONFUSION_PNG",
+    "METRICS_JSON",
+    "confusion_of",
+    "evaluate",
+    "format_report",
+    "write_report",
+]
+
+METRICS_JSON, CONFUSION_PNG = "metrics.json", "confusion_matrix.png"
+
+
+def _finite(value: float) -> float | None:
+    # JSON has no NaN: a class absent from both labels and predictions is null.
+    return float(value) if math.isfinite(value) else None
+
+
+def confusion_of(
+    segmenter: Any,
+    files: list[str],
+    num_classes: int,
+    ignore_label: int,
+    count: int | None = None,
+    verbose: int = 1,
+) -> np.ndarray:
+    """The ``[C, C]`` confusion matrix of ``segmenter`` over the records ``files``."""
+    from fcn_tf.data.pipeline import load
+
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    bar = keras.utils.Progbar(count, verbose=verbose, unit_name="image")
+    for images, labels in load(files, training=False, image_dtype="uint8"):
+        predicted = segmenter(images.numpy())
+        confusion += confusion_matrix(labels.numpy(), predicted, num_classes, ignore_label)
+        bar.add(1)
+    return confusion
+
+
+def evaluate(
+    model: Any,
+    data: str,
+    out_dir: str | None = None,
+    num_classes: int | None = None,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """Score ``model`` on the records matching ``data``; return the report.
+
+    Args:
+        model: anything :func:`fcn_tf.evaluation.open_model` takes (a Keras model, a
+            ``.keras`` file, a run folder, a checkpoint, a SavedModel).
+        data: TFRecord files or a glob pattern; class names and the ignore label come from
+            the ``dataset.json`` beside them.
+        out_dir: when given, ``metrics.json`` (the report) and ``confusion_matrix.png``
+            (row-normalised, labelled) are written there, atomically.
+        num_classes: for records without a ``dataset.json``.
+        verbose: 1 shows a progress bar.
+
+    The report holds the four metrics, ``per_class_iu`` and ``per_class_accuracy`` by class
+    name (``None`` where undefined), the confusion matrix, the image count and the sources.
+    """
+    segmenter = open_model(model)
+    info = split_info(data, num_classes, default_num_classes=segmenter.num_classes)
+    if segmenter.num_classes is not None and segmenter.num_classes != info.num_classes:
+        raise ValueError(
+            f"{segmenter.source} scores {segmenter.num_classes} classes, but {data} has "
+            f"{info.num_classes} ({', '.join(info.class_names[:5])}...)"
+        )
+    confusion = confusion_of(
+        segmenter, info.files, info.num_classes, info.ignore_label, info.split.count, verbose
+    )
+    result = scores(confusion)
+    report: dict[str, Any] = {name: _finite(result[name]) for name in SCORE_NAMES}
+    for key in ("per_class_iu", "per_class_accuracy"):
+        report[key] = dict(zip(info.class_names, map(_finite, result[key]), strict=True))
+    report.update(
+        images=int(info.split.count),
+        model=segmenter.source,
+        model_kind=segmenter.kind,
+        data=data,
+        ignore_label=info.ignore_label,
+        class_names=info.class_names,
+        confusion_matrix=confusion.tolist(),
+    )
+    if out_dir is not None:
+        write_report(report, out_dir)
+    return report
+
+
+def write_report(report: dict[str, Any], out_dir: str) -> None:
+    """``metrics.json`` and ``confusion_matrix.png`` of a report into ``out_dir``."""
+    from fcn_tf.evaluation.pictures import confusion_figure, save_figure
+    from fcn_tf.files import write_json
+
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, METRICS_JSON), report)
+    title = f"{os.path.basename(os.path.normpath(report['model']))} on {report['images']} images"
+    figure = confusion_figure(np.asarray(report["confusion_matrix"]), report["class_names"], title)
+    save_figure(figure, os.path.join(out_dir, CONFUSION_PNG))
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The four metrics and a per-class IU table, as text."""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    lines = [f"{report['model']} on {report['data']} ({report['images']} images):"]
+    lines += [f"  {name:<22} {number(report[name])}" for name in SCORE_NAMES]
+    width = max(len(name) for name in report["per_class_iu"])
+    lines.append(f"\n  {'class':<{width}}  IU      accuracy")
+    for name, iu in report["per_class_iu"].items():
+        accuracy = report["per_class_accuracy"][name]
+        lines.append(f"  {name:<{width}}  {number(iu)}  {number(accuracy)}")
+    return "\n".join(lines)
