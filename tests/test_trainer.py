@@ -1,5 +1,6 @@
 """The trainer: recipes, exact resume after SIGKILL, non-finite loss, staged init, numerics."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,9 +16,11 @@ from conftest import TINY_VGG
 from helpers import REPO_ROOT
 
 from fcn_tf.export import read_metadata
+from fcn_tf.losses import SegmentationCrossEntropy
 from fcn_tf.training import config as recipes
 from fcn_tf.training import runs
 from fcn_tf.training.loop import NonFiniteLossError, Trainer, build_model
+from fcn_tf.training.solver import make_optimizer
 
 RECIPES = sorted((REPO_ROOT / "training" / "configs").glob("*.yaml"))
 
@@ -252,6 +255,143 @@ def test_staged_init_carries_the_coarser_net_and_starts_new_skips_at_zero(tmp_pa
     assert scale > 0
     interior = np.s_[:, 32:64, 32:64]
     assert np.abs(fine_out[interior] - coarse_out[interior]).max() < 0.005 * scale
+
+
+# -- gradient accumulation --------------------------------------------------------------------
+
+NUM_CLASSES = 6
+
+
+def _accumulating_config(batch_size, accumulate, **fields):
+    # Dropout off: a batch of 2b and two of b would draw different masks. No BN in TINY_VGG.
+    run = {key: fields.pop(key) for key in ("precision", "jit") if key in fields}
+    return tiny_config(
+        "unused",
+        model={"backbone_options": {**TINY_VGG, "dropout": 0.0}},
+        data={"batch_size": batch_size, "num_classes": NUM_CLASSES},
+        solver={"learning_rate": 0.05, "accumulate": accumulate, **fields},
+        run=run,
+    )
+
+
+def _examples(rng, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random 32x32 images and labels, image i with its own number of ignored rows."""
+    images = rng.uniform(0, 255, (count, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, NUM_CLASSES, (count, 32, 32)).astype("int32")
+    for index, rows in enumerate(rng.permutation(count) * 3):
+        labels[index, :rows] = 255
+    return images, labels
+
+
+def _train_directly(config, run_dir, images, labels, updates: int) -> Trainer:
+    """``updates`` updates of the trainer's own model, optimizer and step (as the benchmarks
+    drive them) on the examples in order; the initial weights kept as ``initial``."""
+    trainer = Trainer(config, str(run_dir), verbose=0)
+    previous = keras.mixed_precision.global_policy()
+    # As Trainer._setup: the seed, then the policy, then the model and optimizer.
+    keras.utils.set_random_seed(config.run.seed)
+    keras.mixed_precision.set_global_policy(config.run.precision)
+    try:
+        trainer.build(NUM_CLASSES, total_steps=updates)
+        trainer.initial = weights_of(trainer.model)
+        batches = tf.data.Dataset.from_tensor_slices((images, labels))
+        batches = batches.batch(config.data.batch_size)
+        iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: batches))
+        step = trainer.train_step_fn()
+        for _ in range(updates * trainer.solver.accumulate):
+            assert np.isfinite(float(step(iterator)))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return trainer
+
+
+def _micro_batch_reference(trainer: Trainer, images, labels, updates: int) -> list[np.ndarray]:
+    """The updates by hand in float32: per micro-batch, the gradient of the loss normalised
+    over that micro-batch alone; their mean applied by a non-accumulating optimizer."""
+    config, solver = trainer.config, trainer.solver
+    model = build_model(config, NUM_CLASSES)
+    model.set_weights(trainer.initial)
+    optimizer = make_optimizer(dataclasses.replace(solver, accumulate=1))
+    loss = SegmentationCrossEntropy(config.data.ignore_label, normalize=solver.normalize)
+    size = config.data.batch_size
+    for update in range(updates):
+        gradients = []
+        for micro in range(solver.accumulate):
+            first = (update * solver.accumulate + micro) * size
+            with tf.GradientTape() as tape:
+                batch = images[first : first + size]
+                value = loss(labels[first : first + size], model(batch, training=True))
+            gradients.append(tape.gradient(value, model.trainable_variables))
+        mean = [tf.add_n(list(parts)) / len(parts) for parts in zip(*gradients, strict=True)]
+        optimizer.apply(mean, model.trainable_variables)
+    return weights_of(model)
+
+
+@pytest.mark.parametrize("normalize", ["batch", "valid"])
+def test_accumulation_averages_micro_batch_gradients(tmp_path, rng, normalize):
+    """accumulate=2 on batches of 2 applies the mean of the micro-batch gradients, each of a
+    loss normalised over its own micro-batch (Caffe's iter_size); with "batch" that is
+    exactly accumulate=1 on batches of 4, with "valid" (unequal ignore pixels) it is not.
+    The poly schedule makes the rate depend on counting updates, not micro-batches."""
+    images, labels = _examples(rng, 8)
+    solver = {"normalize": normalize, "schedule": "poly", "power": 1.0}
+    trainer = _train_directly(
+        _accumulating_config(2, 2, **solver), tmp_path / "a", images, labels, updates=2
+    )
+    accumulated = weights_of(trainer.model)
+    assert int(trainer.optimizer.iterations.numpy()) == 2
+    assert all(not np.any(total.numpy()) for total in trainer.gradient_sums)
+
+    expected = _micro_batch_reference(trainer, images, labels, updates=2)
+    for got, want in zip(accumulated, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(accumulated, trainer.initial, strict=True))
+
+    single = _train_directly(
+        _accumulating_config(4, 1, **solver), tmp_path / "b", images, labels, updates=2
+    )
+    assert not single.gradient_sums
+    np.testing.assert_array_equal(single.initial[0], trainer.initial[0])
+    alike = [
+        np.allclose(got, want, rtol=1e-5, atol=1e-6)
+        for got, want in zip(weights_of(single.model), accumulated, strict=True)
+    ]
+    assert all(alike) if normalize == "batch" else not all(alike), alike
+
+
+@pytest.mark.parametrize(
+    ("precision", "jit", "tolerance"), [("mixed_float16", False, 0.1), ("float32", True, 1e-4)]
+)
+def test_accumulation_under_loss_scaling_and_jit(tmp_path, rng, precision, jit, tolerance):
+    """Loss-scaled gradients are summed and unscaled once; the XLA forward/backward adds up
+    the same: both update as the float32 reference does, to float16's or XLA's rounding
+    (a missing unscale or a sum for the mean would be off by far more)."""
+    images, labels = _examples(rng, 8)
+    config = _accumulating_config(2, 2, precision=precision, jit=jit)
+    trainer = _train_directly(config, tmp_path, images, labels, updates=2)
+    # No update was skipped as non-finite.
+    assert int(trainer.optimizer.iterations.numpy()) == 2
+    expected = _micro_batch_reference(trainer, images, labels, updates=2)
+    for got, want, start in zip(weights_of(trainer.model), expected, trainer.initial, strict=True):
+        update = np.abs(want - start).max()
+        np.testing.assert_allclose(got - start, want - start, atol=tolerance * update + 1e-7)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_schedule_advances_once_per_update_under_accumulation(tmp_path, optimizer):
+    """Poly over 3 updates of 2 micro-batches: the rate after update i is lr (1 - i/3)^0.9."""
+    config = tiny_config(
+        tmp_path / "records",
+        solver={"optimizer": optimizer, "learning_rate": 0.05, "accumulate": 2, "schedule": "poly"},
+        run={"steps_per_epoch": 1, "epochs": 3},
+    )
+    trainer = Trainer(config, str(tmp_path / "run"), verbose=0)
+    assert trainer.fit()["step"] == 3
+    lines = (tmp_path / "run" / runs.METRICS).read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [record["step"] for record in records] == [1, 2, 3]
+    expected = [0.05 * (1 - i / 3) ** 0.9 for i in (1, 2, 3)]
+    np.testing.assert_allclose([r["learning_rate"] for r in records], expected, atol=1e-9)
 
 
 # -- numerics ---------------------------------------------------------------------------------

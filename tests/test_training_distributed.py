@@ -125,26 +125,78 @@ _MIRRORED_SCRIPT = textwrap.dedent(
         "mirrored": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
     }
     out = {}
-    for normalize, learning_rate in args["cases"]:
+    for normalize, learning_rate, accumulate in args["cases"]:
         for name, strategy in strategies.items():
             values = copy.deepcopy(args["config"])
-            values["solver"].update(normalize=normalize, learning_rate=learning_rate)
-            run = os.path.join(args["dir"], f"{normalize}-{name}")
+            values["solver"].update(
+                normalize=normalize, learning_rate=learning_rate, accumulate=accumulate
+            )
+            run = os.path.join(args["dir"], f"{normalize}-{accumulate}-{name}")
             trainer = Recording(from_dict(values), run, strategy=strategy, verbose=0)
             step = trainer.fit()["step"]
             # Every replica's copy of every variable, so a replica that drifted shows up.
             diverged = [w.path for w in trainer.model.weights if hasattr(w.value, "values")
                         and len({np.asarray(c).tobytes() for c in w.value.values}) > 1]
+            # Every replica's gradient sums, cleared by the last update.
+            sums = [c for s in trainer.gradient_sums
+                    for c in strategy.experimental_local_results(s)]
             np.savez(run + "-initial.npz", **trainer.initial)
             np.savez(run + "-final.npz", **{w.path: w.numpy() for w in trainer.model.weights})
-            out[f"{normalize}-{name}"] = {
+            out[f"{normalize}-{accumulate}-{name}"] = {
                 "step": step,
+                "updates": int(trainer.optimizer.iterations.numpy()),
                 "replicas": strategy.num_replicas_in_sync,
                 "diverged": diverged,
+                "sums": len(sums),
+                "sums_cleared": not any(np.any(np.asarray(c)) for c in sums),
             }
     print("RESULT" + json.dumps(out))
     """
 ).replace("RECORDING", _RECORDING)
+
+
+def _mirrored_records(tmp_path) -> dict:
+    """Two shards of 4 images with 0 to 30 ignored rows, and an augmenting tiny recipe."""
+    for shard in range(2):
+        _write_records(tmp_path / f"train-{shard}.tfrecord", shard, 4, 40, [0, 5, 17, 30])
+    return _config(
+        str(tmp_path / "train-*.tfrecord"),
+        batch_size=4,
+        crop_size=32,
+        mirror=True,
+        scale_range=[0.75, 1.5],
+    )
+
+
+def _assert_mirrored_matches_default(tmp_path, config: dict, cases: list) -> None:
+    """Train each ``[normalize, learning_rate, accumulate]`` case under both strategies in
+    one fresh interpreter; both must take the same updates to the same weights."""
+    args = {"config": config, "dir": str(tmp_path / "runs"), "cases": cases}
+    result = run_python_json(
+        _MIRRORED_SCRIPT, env={"FCN_TEST_ARGS": json.dumps(args)}, timeout=TIMEOUT
+    )
+    for normalize, _, accumulate in cases:
+        case = f"{normalize}-{accumulate}"
+        single, mirrored = result[f"{case}-default"], result[f"{case}-mirrored"]
+        assert single["step"] == mirrored["step"] == STEPS
+        # The optimizer counts updates, not micro-batches (the resumed step comes from it).
+        assert single["updates"] == mirrored["updates"] == STEPS
+        assert (single["replicas"], mirrored["replicas"]) == (1, 2)
+        assert not mirrored["diverged"], f"replicas' copies differ: {mirrored['diverged']}"
+        # One sum per trainable variable and replica when accumulating, all zero again.
+        assert (single["sums"] > 0) == (accumulate > 1) and mirrored["sums"] == 2 * single["sums"]
+        assert single["sums_cleared"] and mirrored["sums_cleared"]
+        prefix = tmp_path / "runs" / case
+        _assert_trained_alike(
+            _weights(f"{prefix}-mirrored-final.npz"),
+            _weights(f"{prefix}-default-final.npz"),
+            _weights(f"{prefix}-default-initial.npz"),
+            f"normalize={normalize}, accumulate={accumulate}",
+        )
+        # Both runs started from the same weights (same seed, whatever the strategy).
+        _assert_equal(
+            _weights(f"{prefix}-mirrored-initial.npz"), _weights(f"{prefix}-default-initial.npz")
+        )
 
 
 def test_mirrored_strategy_matches_default_strategy(tmp_path):
@@ -154,37 +206,17 @@ def test_mirrored_strategy_matches_default_strategy(tmp_path):
     divide by the global valid-pixel count; augmentation is on, and is the same in both runs
     because the replicas' batches are consecutive slices of one seeded stream.
     """
-    for shard in range(2):
-        _write_records(tmp_path / f"train-{shard}.tfrecord", shard, 4, 40, [0, 5, 17, 30])
-    config = _config(
-        str(tmp_path / "train-*.tfrecord"),
-        batch_size=4,
-        crop_size=32,
-        mirror=True,
-        scale_range=[0.75, 1.5],
-    )
     # "batch" divides the summed loss by the global batch: a smaller rate for a similar step.
-    cases = [["valid", 0.1], ["batch", 1e-4]]
-    args = {"config": config, "dir": str(tmp_path / "runs"), "cases": cases}
-    result = run_python_json(
-        _MIRRORED_SCRIPT, env={"FCN_TEST_ARGS": json.dumps(args)}, timeout=TIMEOUT
-    )
-    for normalize, _ in cases:
-        single, mirrored = result[f"{normalize}-default"], result[f"{normalize}-mirrored"]
-        assert single["step"] == mirrored["step"] == STEPS
-        assert (single["replicas"], mirrored["replicas"]) == (1, 2)
-        assert not mirrored["diverged"], f"replicas' copies differ: {mirrored['diverged']}"
-        prefix = tmp_path / "runs" / normalize
-        _assert_trained_alike(
-            _weights(f"{prefix}-mirrored-final.npz"),
-            _weights(f"{prefix}-default-final.npz"),
-            _weights(f"{prefix}-default-initial.npz"),
-            f"normalize={normalize}",
-        )
-        # Both runs started from the same weights (same seed, whatever the strategy).
-        _assert_equal(
-            _weights(f"{prefix}-mirrored-initial.npz"), _weights(f"{prefix}-default-initial.npz")
-        )
+    cases = [["valid", 0.1, 1], ["batch", 1e-4, 1]]
+    _assert_mirrored_matches_default(tmp_path, _mirrored_records(tmp_path), cases)
+
+
+def test_mirrored_strategy_accumulates_as_the_default_strategy(tmp_path):
+    """Two micro-batches per update: the replicas' update (an all-reduce, which Keras' own
+    accumulation cannot do inside its cond under MirroredStrategy) is the single device's,
+    each micro-batch divided by its own global valid-pixel count."""
+    cases = [["valid", 0.1, 2]]
+    _assert_mirrored_matches_default(tmp_path, _mirrored_records(tmp_path), cases)
 
 
 _WORKER_SCRIPT = textwrap.dedent(

@@ -7,10 +7,16 @@ batch (``"batch"``) or the number of valid pixels over all replicas (``"valid"``
 all-reduce), so the replica gradients, which the optimizer sums, are the gradient of the
 global-batch loss whatever the number of replicas.
 
+With ``solver.accumulate`` k > 1 an update is k micro-batches: each replica sums their
+gradients in variables of its own and the last one applies the mean (Caffe's ``iter_size``),
+the same Python-chosen steps under every strategy (see :meth:`Trainer.train_step_fn`). Each
+micro-batch's loss has its own normaliser, as each of Caffe's forward passes.
+
 A run continues exactly where it stopped: a checkpoint holds the model, the optimizer (its
-step count, momentum and accumulators; dropout's seed state is in the model), and the input
-position follows from the step count: the pipeline is rebuilt and skips the records already
-consumed, with their augmentation draws (:func:`fcn_tf.data.load`'s ``skip``).
+update count and momentum or moments; dropout's seed state is in the model), and the input
+position follows from the update count: the pipeline is rebuilt and skips the records already
+consumed, with their augmentation draws (:func:`fcn_tf.data.load`'s ``skip``). Checkpoints
+fall between updates, so the gradient sums, zero there, are not in them.
 
 >>> import tempfile
 >>> from fcn_tf.training.config import from_dict
@@ -29,6 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import os
@@ -54,6 +62,7 @@ __all__ = [
     "Trainer",
     "build_model",
     "build_optimizer",
+    "gradient_sums",
     "load_model",
     "solver_config",
 ]
@@ -93,26 +102,17 @@ def _accumulate(config: TrainConfig) -> int:
 
 
 def build_optimizer(config: TrainConfig, solver: SolverConfig) -> keras.optimizers.Optimizer:
-    """The recipe's optimizer (``LossScaleOptimizer``-wrapped under ``mixed_float16``)."""
+    """The recipe's optimizer (``LossScaleOptimizer``-wrapped under ``mixed_float16``).
+
+    Every ``apply`` is one update, so ``iterations`` and the schedule count updates: the
+    :class:`Trainer` accumulates micro-batches itself (Keras' own accumulation updates inside
+    a ``cond``, where ``MirroredStrategy`` cannot all-reduce).
+    """
     extra = {"clipnorm": config.solver.clipnorm} if config.solver.clipnorm else {}
     if config.solver.optimizer == "sgd":
-        optimizer = make_optimizer(solver, **extra)
+        optimizer = make_optimizer(dataclasses.replace(solver, accumulate=1), **extra)
     else:
-        accumulate = solver.accumulate if solver.accumulate > 1 else None
-        # Keras' own optimizers evaluate schedules at the micro-batch count.
-        scale = solver.accumulate
-        schedule = make_schedule(
-            dataclasses.replace(
-                solver,
-                total_steps=solver.total_steps and solver.total_steps * scale,
-                step_size=solver.step_size and solver.step_size * scale,
-            )
-        )
-        common = {
-            "learning_rate": schedule,
-            "gradient_accumulation_steps": accumulate,
-            **extra,
-        }
+        common = {"learning_rate": make_schedule(solver), **extra}
         if config.solver.optimizer == "adamw":
             optimizer = keras.optimizers.AdamW(weight_decay=solver.weight_decay, **common)
         else:
@@ -120,6 +120,30 @@ def build_optimizer(config: TrainConfig, solver: SolverConfig) -> keras.optimize
     if config.run.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def gradient_sums(variables: list[Any], accumulate: int) -> list[tf.Variable]:
+    """Each replica's running sum of its micro-batch gradients; none without accumulation.
+
+    Call it in the strategy's scope. On-read synchronisation gives every replica a copy of
+    its own to add to and read without a collective, so the one all-reduce of an update
+    stays in the optimizer's ``apply``.
+
+    >>> sums = gradient_sums([keras.Variable([1.0, 2.0])], accumulate=2)
+    >>> [s.numpy().tolist() for s in sums], gradient_sums([keras.Variable(0.0)], 1)
+    ([[0.0, 0.0]], [])
+    """
+    if accumulate == 1:
+        return []
+    return [
+        tf.Variable(
+            tf.zeros(variable.shape, variable.dtype),
+            trainable=False,
+            synchronization=tf.VariableSynchronization.ON_READ,
+            aggregation=tf.VariableAggregation.SUM,
+        )
+        for variable in variables
+    ]
 
 
 def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
@@ -262,6 +286,10 @@ class Trainer:
             self.model = build_model(config, num_classes)
             self.optimizer = build_optimizer(config, self.solver)
             self.optimizer.build(self.model.trainable_variables)
+            # Not checkpointed: checkpoints fall between updates, where the sums are zero.
+            self.gradient_sums = gradient_sums(
+                self.model.trainable_variables, self.solver.accumulate
+            )
             self.metric = ConfusionMatrix(num_classes, ignore_label=config.data.ignore_label)
             self.best_iu = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
             # The summed loss; the step divides it by the global normaliser.
@@ -301,14 +329,22 @@ class Trainer:
     # -- steps -----------------------------------------------------------------------------
 
     def train_step_fn(self):
-        """The training step as a ``tf.function``: the next per-replica batches of a
-        distributed iterator in, the global loss out (one micro-batch; the optimizer applies
-        an update every ``accumulate`` of them)."""
+        """The training step: the next per-replica batches of a distributed iterator in, the
+        global loss of that micro-batch out. Every ``accumulate``-th call ends an update.
+
+        Two ``tf.function`` s, chosen here in Python so no ``cond`` holds the update (whose
+        all-reduce a ``cond`` branch cannot hold under ``MirroredStrategy``): one adds the
+        micro-batch's gradients to each replica's sums, the other applies the mean of the
+        sums and its own gradients, as Caffe's ``iter_size`` (summed, then divided), and
+        clears the sums.
+        """
         config, model, optimizer = self.config, self.model, self.optimizer
         summed = self.loss
         normalize = self.solver.normalize
         global_batch = float(config.data.batch_size)
         num_classes = self.num_classes
+        accumulate, sums = self.solver.accumulate, self.gradient_sums
+        variables = model.trainable_variables
 
         def denominator(labels):
             # Known from the labels alone, so the one all-reduce happens before the forward
@@ -325,23 +361,47 @@ class Trainer:
         def forward_backward(images, labels, divisor):
             with tf.GradientTape() as tape:
                 loss = summed(labels, model(images, training=True)) / divisor
+                # Loss-scaled gradients are summed: the scale changes only when one applies.
                 scaled = optimizer.scale_loss(loss)
-            return loss, tape.gradient(scaled, model.trainable_variables)
+            return loss, tape.gradient(scaled, variables)
 
         if config.run.jit:
             forward_backward = tf.function(forward_backward, jit_compile=True)
 
-        def replica_step(images, labels):
+        def replica_step(images, labels, update):
             loss, gradients = forward_backward(images, labels, denominator(labels))
-            optimizer.apply(gradients, model.trainable_variables)
+            if not update:
+                for total, gradient in zip(sums, gradients, strict=True):
+                    total.assign_add(gradient)
+                return loss
+            if sums:
+                gradients = [
+                    (gradient + total) / accumulate
+                    for gradient, total in zip(gradients, sums, strict=True)
+                ]
+            optimizer.apply(gradients, variables)
+            for total in sums:
+                total.assign(tf.zeros_like(total))
             return loss
 
-        def step(iterator):
-            images, labels = next(iterator)
-            losses = self.strategy.run(replica_step, args=(images, labels))
-            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        def step_fn(update: bool):
+            def step(iterator):
+                images, labels = next(iterator)
+                losses = self.strategy.run(
+                    functools.partial(replica_step, update=update), args=(images, labels)
+                )
+                return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-        return tf.function(step)
+            return tf.function(step)
+
+        # Traced on first use: without accumulation only `update` ever is.
+        add, update = step_fn(False), step_fn(True)
+        calls = itertools.count(1)
+
+        def train_step(iterator):
+            return (update if next(calls) % accumulate == 0 else add)(iterator)
+
+        return train_step
 
     def _eval_step_fn(self):
         model, metric = self.model, self.metric

@@ -224,6 +224,8 @@ class ReferenceSGD(keras.optimizers.Optimizer):
     With ``gradient_accumulation_steps=k`` Keras averages ``k`` micro-batch gradients into
     one update, which is Caffe's ``iter_size`` (summed, then divided by ``iter_size``); a
     learning-rate schedule then counts updates, as Caffe's ``iter_``, not micro-batches.
+    Keras updates inside a ``cond`` there, which cannot all-reduce under ``MirroredStrategy``:
+    :class:`fcn_tf.training.Trainer` builds it with ``k=1`` and accumulates itself.
 
     Args:
         learning_rate: a float or a ``LearningRateSchedule`` (e.g. :class:`SolverSchedule`).
