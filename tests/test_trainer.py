@@ -18,7 +18,7 @@ from helpers import REPO_ROOT
 from fcn_tf.export import read_metadata
 from fcn_tf.losses import SegmentationCrossEntropy
 from fcn_tf.training import config as recipes
-from fcn_tf.training import runs
+from fcn_tf.training import loop, runs
 from fcn_tf.training.loop import NonFiniteLossError, Trainer, build_model
 from fcn_tf.training.solver import make_optimizer
 
@@ -441,3 +441,24 @@ def test_train_cli_runs_the_default_recipe_with_overrides(tmp_path):
     assert config.name == "shapes_fcn8s" and config.run.steps_per_epoch == 2
     assert config.model.backbone_options == {"width": 0.03125, "fc_units": 8}
     assert keras.models.load_model(run_dir / "model.keras").output_shape == (None, None, None, 6)
+
+
+def test_skipped_float16_updates_still_count_for_resume(tmp_path, monkeypatch):
+    # An initial loss scale of 2**40 overflows float16 gradients: the loss scaler skips the
+    # update (optimizer.iterations stays), yet the batches were consumed.
+    build = loop.build_optimizer
+
+    def huge_scale(config, solver):
+        inner = build(config, solver).inner_optimizer
+        return keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0**40)
+
+    monkeypatch.setattr(loop, "build_optimizer", huge_scale)
+    config = tiny_config(tmp_path / "records", run={"precision": "mixed_float16"})
+    trainer = Trainer(config, str(tmp_path / "run"), verbose=0)
+    result = trainer.fit()
+    assert int(trainer.optimizer.iterations.numpy()) == 0  # every update was skipped
+    assert result["step"] == 3 and int(trainer.updates.numpy()) == 3
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / runs.CHECKPOINTS)).endswith("ckpt-3")
+    resumed = Trainer(config, str(tmp_path / "run"), verbose=0)
+    resumed._setup(resume=True)
+    assert int(resumed.updates.numpy()) == 3

@@ -259,7 +259,11 @@ class Trainer:
         sampling = self.loss.seed_generator
         extra = {} if sampling is None else {"loss_sampling": sampling.state}
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, best_mean_iu=self.best_iu, **extra
+            model=self.model,
+            optimizer=self.optimizer,
+            best_mean_iu=self.best_iu,
+            updates=self.updates,
+            **extra,
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
@@ -292,6 +296,10 @@ class Trainer:
             )
             self.metric = ConfusionMatrix(num_classes, ignore_label=config.data.ignore_label)
             self.best_iu = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+            # Updates run, skipped ones included: a float16 update that overflows is skipped
+            # by the loss scaler and leaves optimizer.iterations behind, but it consumed its
+            # batches, so resuming must count it.
+            self.updates = tf.Variable(0, dtype=tf.int64, trainable=False)
             # The summed loss; the step divides it by the global normaliser.
             self.loss = SegmentationCrossEntropy(
                 config.data.ignore_label,
@@ -455,7 +463,7 @@ class Trainer:
         if self.chief:
             runs.write_config(self.run_dir, to_dict(config), runs.run_metadata())
         accumulate = self.solver.accumulate
-        step = int(self.optimizer.iterations.numpy())
+        step = int(self.updates.numpy())
         dataset = self.strategy.distribute_datasets_from_function(
             train_dataset_fn(
                 self.train_split,
@@ -497,6 +505,7 @@ class Trainer:
                 loss = sum(float(self._train_step(iterator)) for _ in range(accumulate))
                 loss /= accumulate
                 step += 1
+                self.updates.assign(step)
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(
                         f"loss is {loss} at step {step} (update {step} of {self.total_steps}); "
@@ -602,7 +611,7 @@ class Trainer:
             files["saved_model"] = self._export_saved_model()
         best = float(self.best_iu.numpy())
         return {
-            "step": int(self.optimizer.iterations.numpy()),
+            "step": int(self.updates.numpy()),
             "val": val,
             "best_mean_iu": best if best >= 0 else None,
             "files": files,
