@@ -8,6 +8,7 @@ CPU that other processes used meanwhile (:class:`BackgroundLoad`, Linux only), a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -19,6 +20,17 @@ import numpy as np
 
 # Another process using more than this share of the CPU during a run spoils it.
 BUSY = 0.1
+
+
+def emit(report: dict, json_path: str | None, print_json: bool = True) -> None:
+    """Print ``report`` as JSON and, given a path, write it there atomically."""
+    if print_json:
+        print(json.dumps(report, indent=2))
+    if json_path:
+        from fcn_tf.files import write_json
+
+        write_json(json_path, report)
+        progress(f"wrote {json_path}")
 
 
 def progress(message: str) -> None:

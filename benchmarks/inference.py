@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -35,7 +34,15 @@ import time
 
 # Run as a script or imported from elsewhere: the shared helpers sit beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_timing_arguments, machine_info, matmul_rate, measure_matmul, progress, timed
+from common import (
+    add_timing_arguments,
+    emit,
+    machine_info,
+    matmul_rate,
+    measure_matmul,
+    progress,
+    timed,
+)
 
 VARIANTS = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
 GOAL = {
@@ -251,12 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"-> {'met' if goal['met'] else 'not met'} (min latency vs best matmul: "
             f"{goal['best_ratio_min_latency']}x)"
         )
-    print(json.dumps(report, indent=2))
-    if args.json:
-        from fcn_tf.files import write_json
-
-        write_json(args.json, report)
-        progress(f"wrote {args.json}")
+    emit(report, args.json)
     return report
 
 

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
+from common import emit, progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAMVID = os.path.join(ROOT, "..", "shared", "datasets", "camvid")
@@ -81,10 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.backbones == ["mobilenet_v2", "vgg16"]:
             args.backbones = ["mobilenet_v2"]
     return args
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def camvid_pairs(folder: str) -> list[tuple[str, str]]:
@@ -310,12 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{'met' if min(ratios) >= GOAL_RATIO else 'NOT met'}); data: "
             f"{report['data']['source']}, {report['data']['records']} records"
         )
-    print(json.dumps(report, indent=2))
-    if args.json:
-        from fcn_tf.files import write_json
-
-        write_json(args.json, report)
-        progress(f"wrote {args.json}")
+    emit(report, args.json)
     return report
 
 

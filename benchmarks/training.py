@@ -60,7 +60,15 @@ import numpy as np
 
 # Run as a script or imported from elsewhere: the shared helpers sit beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_timing_arguments, machine_info, matmul_rate, measure_matmul, progress, timed
+from common import (
+    add_timing_arguments,
+    emit,
+    machine_info,
+    matmul_rate,
+    measure_matmul,
+    progress,
+    timed,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "training", "configs", "camvid_fcn8s.yaml")
@@ -390,11 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"fastest {name}: {fastest['images_per_s']} images/s "
             f"(jit {fastest['jit']}, {fastest['precision']})"
         )
-    if args.json:
-        from fcn_tf.files import write_json
-
-        write_json(args.json, report)
-        progress(f"wrote {args.json}")
+    emit(report, args.json, print_json=False)
     return report
 
 
