@@ -71,6 +71,13 @@ def test_recipe_errors_name_the_field(tmp_path):
         recipes.override(recipes.TrainConfig(), ["run.epoch=3"])
 
 
+def test_jit_with_op_determinism_is_refused_up_front(tmp_path):
+    config = tiny_config(tmp_path / "records", run={"jit": True, "deterministic": True})
+    trainer = Trainer(config, str(tmp_path / "run"), verbose=0)
+    with pytest.raises(ValueError, match=r"run\.jit and run\.deterministic .*pool1"):
+        trainer.build(6, 3)
+
+
 def test_overrides_parse_yaml_values():
     config = recipes.override(
         recipes.TrainConfig(),

@@ -187,6 +187,17 @@ def load_model(path: str) -> keras.Model:
     return model
 
 
+def _check_jit_determinism(config: TrainConfig, model: keras.Model) -> None:
+    # Refused here rather than failing at the first step: XLA has no deterministic
+    # max-pooling gradient.
+    pools = [layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    if config.run.jit and config.run.deterministic and pools:
+        raise ValueError(
+            "run.jit and run.deterministic cannot both be on for this model: XLA has no "
+            f"deterministic gradient for its max pooling ({', '.join(pools[:3])}); turn one off"
+        )
+
+
 def _current_lr(optimizer: keras.optimizers.Optimizer) -> float:
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     rate = inner.learning_rate
@@ -288,6 +299,7 @@ class Trainer:
         self.solver = solver_config(config, total_steps=total_steps)
         with self.strategy.scope():
             self.model = build_model(config, num_classes)
+            _check_jit_determinism(config, self.model)
             self.optimizer = build_optimizer(config, self.solver)
             self.optimizer.build(self.model.trainable_variables)
             # Not checkpointed: checkpoints fall between updates, where the sums are zero.
