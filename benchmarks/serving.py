@@ -157,9 +157,20 @@ def start_server(base: str, port: int) -> subprocess.Popen:
     line = server.stdout.readline()
     watchdog.cancel()
     if "serving gRPC" not in line:
-        server.kill()
+        stop_server(server)
         raise RuntimeError(f"the local server did not start: {line!r}")
     return server
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """Terminate the server process, killing it if it does not go within a minute."""
+    server.terminate()
+    try:
+        server.wait(60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    server.stdout.close()
 
 
 def burst(calls: list, images: list, first: int) -> tuple[list[float], list[str], float]:
@@ -333,20 +344,23 @@ def measure(args, folder: str, server: subprocess.Popen, port: int) -> list[dict
     }
     results = []
     total = len(args.sizes) * len(args.concurrency) * len(MODES)
-    for size in args.sizes:
-        images = [rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8) for _ in range(4)]
-        for concurrency in args.concurrency:
-            pair = measure_pair(callers, images, concurrency, args, load)
-            for mode in MODES:
-                results.append({"size": size, "concurrency": concurrency, "mode": mode})
-                results[-1].update(pair[mode])
-                progress(
-                    f"[{len(results)}/{total}] {size} x{concurrency} {mode}: p50 "
-                    f"{pair[mode]['p50_s'] * 1e3:.1f} ms, {pair[mode]['requests_per_s']:.2f} "
-                    f"req/s, bg cpu {pair[mode]['background_cpu']}"
-                )
-    for client in clients:
-        client.close()
+    try:
+        for size in args.sizes:
+            images = [rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8) for _ in range(4)]
+            for concurrency in args.concurrency:
+                pair = measure_pair(callers, images, concurrency, args, load)
+                for mode in MODES:
+                    results.append({"size": size, "concurrency": concurrency, "mode": mode})
+                    results[-1].update(pair[mode])
+                    progress(
+                        f"[{len(results)}/{total}] {size} x{concurrency} {mode}: p50 "
+                        f"{pair[mode]['p50_s'] * 1e3:.1f} ms, "
+                        f"{pair[mode]['requests_per_s']:.2f} req/s, "
+                        f"bg cpu {pair[mode]['background_cpu']}"
+                    )
+    finally:
+        for client in clients:
+            client.close()
     return results
 
 
@@ -370,9 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             results = measure(args, folder, server, port)
         finally:
-            server.terminate()
-            server.wait(60)
-            server.stdout.close()
+            stop_server(server)
     ratios = overheads(results)
     report = {
         "machine": machine_info(tf, keras),

@@ -96,16 +96,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     colours = palette_for(camvid.CLASS_NAMES if args.palette == "camvid" else [])
     os.makedirs(args.out, exist_ok=True)
     summary = []
-    for path in args.images:
-        start = time.perf_counter()
-        try:
-            class_ids = segment(client, path, args.pixels)
-        except ServingError as error:  # the server's refusal is a message, not a traceback
-            sys.exit(f"{path}: {error}")
-        seconds = time.perf_counter() - start
-        mask = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
-        write_mask(mask, class_ids, colours)
-        summary.append(describe(path, mask, class_ids, seconds))
+    with client:
+        for path in args.images:
+            start = time.perf_counter()
+            try:
+                class_ids = segment(client, path, args.pixels)
+            except (ServingError, OSError) as error:  # a message naming the file, no traceback
+                sys.exit(f"{path}: {error}")
+            seconds = time.perf_counter() - start
+            mask = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
+            write_mask(mask, class_ids, colours)
+            summary.append(describe(path, mask, class_ids, seconds))
     total = sum(row["seconds"] for row in summary)
     print(
         f"{len(summary)} images in {total:.2f} s ({len(summary) / max(total, 1e-9):.2f} images/s)"

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model-base-path", required=True, metavar="DIR", help="the folder TF Serving watches"
     )
-    parser.add_argument("--version", type=int, help="version number (default: the next one)")
+    parser.add_argument("--version", type=int, help="version number; none: the next free one")
     parser.add_argument(
         "--probabilities", action="store_true", help="add the float32 softmax signature"
     )

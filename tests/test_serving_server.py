@@ -3,6 +3,7 @@ and REST, answers equal to the Keras model, metadata, and the status codes of ba
 
 import base64
 import json
+import socket
 import urllib.error
 import urllib.request
 
@@ -293,3 +294,21 @@ def test_rest_errors_are_json_with_tf_serving_statuses(server):
     assert post(server, "/v2/elsewhere", {})[0] == 404
     status, body = post(server, "/v1/models/nope:predict", {"instances": [[[[1, 2, 3]]]]})
     assert status == 404 and "nope" in body["error"]
+
+
+def test_a_negative_content_length_is_refused_not_waited_on(server):
+    # read(-1) would wait for the client to close: a keep-alive client would hang forever.
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as connection:
+        connection.sendall(
+            b"POST /v1/models/fcn:predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"
+        )
+        reply = connection.recv(4096).decode("latin-1")
+    assert reply.startswith("HTTP/1.1 400") and "non-negative" in reply
+
+
+def test_a_server_that_cannot_bind_releases_what_it_started(server, tmp_path):
+    config = single_model_config("fcn", str(tmp_path / "empty"))
+    taken = LocalServer(config, port=0, rest_port=server.rest_port, poll_seconds=0.1)
+    with pytest.raises(OSError):
+        taken.start()
+    assert not taken._started and not taken._watcher._thread.is_alive()

@@ -334,6 +334,17 @@ def _micro_batch_reference(trainer: Trainer, images, labels, updates: int) -> li
     return weights_of(model)
 
 
+def test_a_new_fit_clears_gradient_sums_left_by_an_interrupted_one(tmp_path, rng):
+    images, labels = _examples(rng, 2)
+    trainer = _train_directly(_accumulating_config(2, 2), tmp_path, images, labels, updates=0)
+    batches = tf.data.Dataset.from_tensor_slices((images[:2], labels[:2])).batch(2)
+    iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: batches))
+    trainer.train_step_fn()(iterator)  # the first micro-batch of an update, then "interrupted"
+    assert any(np.any(np.array(total)) for total in trainer.gradient_sums)
+    trainer._clear_gradient_sums()
+    assert not any(np.any(np.array(total)) for total in trainer.gradient_sums)
+
+
 @pytest.mark.parametrize("normalize", ["batch", "valid"])
 def test_accumulation_averages_micro_batch_gradients(tmp_path, rng, normalize):
     """accumulate=2 on batches of 2 applies the mean of the micro-batch gradients, each of a

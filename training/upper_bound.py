@@ -52,6 +52,7 @@ def format_table(results: dict, paper: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from fcn_tf.evaluation.evaluate import finite_or_none
     from fcn_tf.evaluation.upper_bound import PAPER_VOC, upper_bound_of_records
     from fcn_tf.files import write_json
 
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results, PAPER_VOC))
     if args.json:
         keys = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
-        table = {str(f): {k: r[k] for k in keys} for f, r in results.items()}
+        # NaN (a metric with no pixels to score) is not JSON: null instead.
+        table = {str(f): {k: finite_or_none(r[k]) for k in keys} for f, r in results.items()}
         write_json(args.json, {"data": args.data, "method": args.method, "factors": table})
     return 0
 

@@ -41,8 +41,12 @@ __all__ = [
 METRICS_JSON, CONFUSION_PNG = "metrics.json", "confusion_matrix.png"
 
 
-def _finite(value: float) -> float | None:
-    # JSON has no NaN: a class absent from both labels and predictions is null.
+def finite_or_none(value: float) -> float | None:
+    """A score for JSON, which has no NaN: ``None`` for a class never seen nor predicted.
+
+    >>> finite_or_none(0.5), finite_or_none(float("nan"))
+    (0.5, None)
+    """
     return float(value) if math.isfinite(value) else None
 
 
@@ -99,9 +103,9 @@ def evaluate(
         segmenter, info.files, info.num_classes, info.ignore_label, info.split.count, verbose
     )
     result = scores(confusion)
-    report: dict[str, Any] = {name: _finite(result[name]) for name in SCORE_NAMES}
+    report: dict[str, Any] = {name: finite_or_none(result[name]) for name in SCORE_NAMES}
     for key in ("per_class_iu", "per_class_accuracy"):
-        report[key] = dict(zip(info.class_names, map(_finite, result[key]), strict=True))
+        report[key] = dict(zip(info.class_names, map(finite_or_none, result[key]), strict=True))
     report.update(
         images=int(info.split.count),
         model=segmenter.source,

@@ -46,10 +46,10 @@ def read_image(path: str) -> np.ndarray:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16/32-bit gray: Pillow's RGB conversion would clip, not scale, to 8 bits.
-                values = np.asarray(image, np.float64)
-                peak = values.max() or 1.0
-                image = Image.fromarray(np.round(values * 255 / peak).astype(np.uint8))
+                # 16-bit gray: Pillow's RGB conversion would clip, not scale, to 8 bits. A fixed
+                # 65535 -> 255 scale keeps a dark photo dark, as its 8-bit copy would be.
+                values = np.clip(np.asarray(image, np.float64), 0, 65535)
+                image = Image.fromarray(np.round(values / 257).astype(np.uint8))
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{path}: not a readable image ({error})") from None
@@ -107,11 +107,20 @@ def _save_png(array: np.ndarray, path: str) -> None:
 
 
 def _unique_stems(files: list[str]) -> list[str]:
-    stems, seen = [], {}
+    """Output names: each file's stem, numbered on a clash with any name already taken.
+
+    >>> _unique_stems(["a/x.png", "b/x.png", "c/x-2.png"])
+    ['x', 'x-2', 'x-2-2']
+    """
+    stems, used = [], set()
     for path in files:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+        stem = base = os.path.splitext(os.path.basename(path))[0]
+        number = 1
+        while stem in used:
+            number += 1
+            stem = f"{base}-{number}"
+        used.add(stem)
+        stems.append(stem)
     return stems
 
 

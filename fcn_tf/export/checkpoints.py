@@ -50,7 +50,10 @@ def _names_from_metrics(folder: str) -> list[str] | None:
         return None
     with open(path) as file:
         lines = [line for line in file if line.strip()]
-    val = json.loads(lines[-1]).get("val") if lines else None
+    try:
+        val = json.loads(lines[-1]).get("val") if lines else None
+    except ValueError:  # a line cut short by a crash mid-append: no names from it
+        return None
     return list(val["per_class_iu"]) if val and "per_class_iu" in val else None
 
 

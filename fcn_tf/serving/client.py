@@ -247,6 +247,8 @@ class RestClient(Client):
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.load(response)
+        except json.JSONDecodeError:
+            raise ServingError(grpc.StatusCode.INTERNAL, f"{url}: the reply is not JSON") from None
         except urllib.error.HTTPError as error:
             raise ServingError(from_http_status(error.code), _error_text(error)) from None
         except TimeoutError:

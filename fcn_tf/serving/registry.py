@@ -203,4 +203,5 @@ class Watcher:
         """Stop after the refresh in progress (a load can take seconds: ``timeout`` bounds the
         wait)."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # a server that failed to start never started it
+            self._thread.join(timeout)

@@ -126,6 +126,7 @@ def format_outputs(outputs: Mapping[str, np.ndarray], row: bool) -> dict:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection
+    timeout = 60  # seconds: an idle keep-alive or a stalled body frees its thread
     registry: ModelRegistry
     max_body_bytes: int
 
@@ -202,6 +203,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             self.close_connection = True
             raise invalid("a POST needs a Content-Length") from None
+        if length < 0:
+            self.close_connection = True  # read(-1) would wait for the client to hang up
+            raise invalid(f"Content-Length must be non-negative, got {length}")
         if length > self.max_body_bytes:
             self.close_connection = True  # the body stays unread
             raise invalid(f"body of {length} bytes exceeds the limit of {self.max_body_bytes}")

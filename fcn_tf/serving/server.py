@@ -64,7 +64,9 @@ class LocalServer:
         self.rest_port = rest_port
         self.max_message_bytes = max_message_bytes
         options = message_size_options(max_message_bytes)
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(threads), options=options)
+        # Kept: grpc.server.stop() does not shut down the executor it was given.
+        self._executor = futures.ThreadPoolExecutor(threads)
+        self._grpc = grpc.server(self._executor, options=options)
         add_services(self._grpc, self.registry, max_message_bytes)
         self._watcher = Watcher(self.registry, poll_seconds)
         self._rest = None
@@ -74,22 +76,26 @@ class LocalServer:
     def start(self) -> LocalServer:
         """Load the versions there are now, bind the ports and start serving and watching."""
         self.registry.refresh()
-        bound = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
-        if not bound:
-            raise OSError(f"cannot bind gRPC to {self.host}:{self.port}")
-        self.port = bound
-        if self.rest_port is not None:
-            self._rest = make_rest_server(
-                self.registry, self.host, self.rest_port, self.max_message_bytes
-            )
-            self.rest_port = self._rest.server_address[1]
-            self._rest_thread = threading.Thread(
-                target=self._rest.serve_forever, name="rest", daemon=True
-            )
-            self._rest_thread.start()
-        self._grpc.start()
-        self._watcher.start()
-        self._started = True
+        self._started = True  # from here on, a failure stops what did start
+        try:
+            bound = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
+            if not bound:
+                raise OSError(f"cannot bind gRPC to {self.host}:{self.port}")
+            self.port = bound
+            if self.rest_port is not None:
+                self._rest = make_rest_server(
+                    self.registry, self.host, self.rest_port, self.max_message_bytes
+                )
+                self.rest_port = self._rest.server_address[1]
+                self._rest_thread = threading.Thread(
+                    target=self._rest.serve_forever, name="rest", daemon=True
+                )
+                self._rest_thread.start()
+            self._grpc.start()
+            self._watcher.start()
+        except BaseException:
+            self.stop(grace=0)
+            raise
         log.info("serving gRPC on %s:%d, REST on %s", self.host, self.port, self.rest_port)
         return self
 
@@ -99,10 +105,12 @@ class LocalServer:
             return
         self._started = False
         self._watcher.stop(timeout=60)
-        if self._rest is not None:
+        if self._rest_thread is not None:
             self._rest.shutdown()
+        if self._rest is not None:
             self._rest.server_close()
         self._grpc.stop(grace).wait()
+        self._executor.shutdown(wait=False)
 
     def wait(self) -> None:
         """Block until the gRPC server stops."""

@@ -348,6 +348,14 @@ class Trainer:
 
     # -- steps -----------------------------------------------------------------------------
 
+    def _clear_gradient_sums(self) -> None:
+        # A fit interrupted between micro-batches leaves partial sums: the next one starts
+        # clean. Per replica, since on-read SUM variables refuse cross-replica assignment.
+        sums = self.gradient_sums
+        if sums:
+            reset = tf.function(lambda: [total.assign(tf.zeros_like(total)) for total in sums])
+            self.strategy.run(reset)
+
     def train_step_fn(self):
         """The training step: the next per-replica batches of a distributed iterator in, the
         global loss of that micro-batch out. Every ``accumulate``-th call ends an update.
@@ -487,6 +495,7 @@ class Trainer:
             )
         )
         iterator = iter(dataset)
+        self._clear_gradient_sums()
         self._train_step = self.train_step_fn()
         self._eval_step = self._eval_step_fn()
         variables = self.model.trainable_variables
