@@ -16,6 +16,12 @@ import argparse
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily below, so --help answers without loading TensorFlow
+    import numpy as np
+
+    from fcn_tf.serving.client import Client
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def segment(client, path: str, pixels: bool):
+def segment(client: Client, path: str, pixels: bool) -> np.ndarray:
     """Class ids of one image file: sent encoded, or decoded here with ``pixels``."""
     import numpy as np
     from PIL import Image
@@ -50,7 +56,7 @@ def segment(client, path: str, pixels: bool):
     return class_ids
 
 
-def write_mask(path: str, class_ids, colours) -> None:
+def write_mask(path: str, class_ids: np.ndarray, colours: np.ndarray) -> None:
     """The colourised mask as a PNG, atomically."""
     from PIL import Image
 
@@ -61,7 +67,7 @@ def write_mask(path: str, class_ids, colours) -> None:
     write_atomic(path, lambda temporary: picture.save(temporary, format="PNG"))
 
 
-def describe(path: str, mask: str, class_ids, seconds: float) -> dict:
+def describe(path: str, mask: str, class_ids: np.ndarray, seconds: float) -> dict:
     """One image's line of the summary: size, time and the share of each class."""
     import numpy as np
 

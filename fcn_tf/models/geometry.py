@@ -64,9 +64,15 @@ def deconv_map(kernel: int, stride: int, crop: int = 0) -> CoordMap:
     return CoordMap(Fraction(stride), Fraction(kernel - 1, 2) - crop)
 
 
-def _same_pad_before(kernel: int, stride: int) -> int:
-    # TensorFlow's SAME padding puts the smaller half first; exact when the input size is a
-    # multiple of the stride (backbones that need it pad their input to a multiple of 32).
+def same_pad_before(kernel: int, stride: int) -> int:
+    """Pixels TensorFlow's SAME padding adds before the input (the smaller half).
+
+    Exact when the input size is a multiple of the stride (backbones that need it pad their
+    input to a multiple of 32).
+
+    >>> same_pad_before(3, 1), same_pad_before(3, 2), same_pad_before(2, 2)
+    (1, 0, 0)
+    """
     return max(kernel - stride, 0) // 2
 
 
@@ -79,7 +85,7 @@ def _conv_like(layer: keras.layers.Layer, kernel, stride, dilation=1) -> CoordMa
     if (k, s, d) != (k2, s2, d2):
         raise ValueError(f"{layer.name}: anisotropic kernel, stride or dilation is not supported")
     k = (k - 1) * d + 1  # the footprint of a dilated kernel
-    pad = 0 if layer.padding == "valid" else _same_pad_before(k, s)
+    pad = 0 if layer.padding == "valid" else same_pad_before(k, s)
     return conv_map(k, s, pad)
 
 

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fcn_tf.models.geometry import IDENTITY, _same_pad_before, coord_map_of
+from fcn_tf.models.geometry import IDENTITY, coord_map_of, same_pad_before
 
 __all__ = ["DilatedPooling2D", "rarefy", "shift_and_stitch"]
 
@@ -155,7 +155,7 @@ def _dense_padding(kernel, stride, dilation, factor: int) -> tuple:
     sides = []
     for k, s, e in zip(kernel, stride, dilation, strict=True):
         footprint = (k - 1) * e + 1
-        before = _same_pad_before(footprint, s)
+        before = same_pad_before(footprint, s)
         sides.append((before * factor, (footprint - 1 - before) * factor))
     return tuple(sides)
 

@@ -53,10 +53,20 @@ class ServingError(Exception):
 
 
 def invalid(message: str) -> ServingError:
+    """An INVALID_ARGUMENT (HTTP 400) refusal.
+
+    >>> invalid("4 channels").http_status
+    400
+    """
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def not_found(message: str) -> ServingError:
+    """A NOT_FOUND (HTTP 404) refusal.
+
+    >>> not_found("model 'x'").http_status
+    404
+    """
     return ServingError(grpc.StatusCode.NOT_FOUND, message)
 
 

@@ -59,7 +59,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.registry = registry
         self.max_tensor_bytes = max_tensor_bytes
 
-    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
+    def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> predict_pb2.PredictResponse:
         return _answer(context, lambda: self._predict(request))
 
     def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
@@ -95,7 +97,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             )
 
     def GetModelMetadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         return _answer(context, lambda: self._metadata(request))
 
@@ -117,7 +119,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.registry = registry
 
     def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
         return _answer(context, lambda: service.model_status(self.registry, request.model_spec))
 

@@ -162,11 +162,13 @@ class ModelRegistry:
         self.models = {config.name: ServedModel(config, warmup) for config in configs}
 
     def model(self, name: str) -> ServedModel:
+        """The model called ``name``; NOT_FOUND naming the served ones otherwise."""
         if name not in self.models:
             raise not_found(f"model '{name}' is not served here; models: {sorted(self.models)}")
         return self.models[name]
 
     def resolve(self, name: str, version: int | None, label: str = "") -> Servable:
+        """The loaded version a request names (by number, label, or the newest)."""
         return self.model(name).resolve(version, label)
 
     def refresh(self) -> None:
