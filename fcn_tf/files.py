@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["write_atomic", "write_json"]
+__all__ = ["write_atomic", "write_json", "write_png"]
 
 
 def write_atomic(path: str, write: Callable[[str], Any]) -> None:
@@ -37,3 +37,19 @@ def write_json(path: str, content: Any) -> None:
             file.write("\n")
 
     write_atomic(path, write)
+
+
+def write_png(path: str, pixels: Any) -> None:
+    """An array (``[H, W]`` gray or ``[H, W, 3]`` RGB, uint8 or uint16) as a PNG, atomically.
+
+    >>> import numpy as np, tempfile
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "mask.png")
+    >>> write_png(path, np.zeros((2, 3), np.uint8))
+    >>> Image.open(path).size
+    (3, 2)
+    """
+    from PIL import Image
+
+    picture = Image.fromarray(pixels)
+    write_atomic(path, lambda temporary: picture.save(temporary, format="PNG"))

@@ -41,6 +41,8 @@ import tensorflow as tf
 __all__ = [
     "LARGE_WEIGHTS_BYTES",
     "Predictor",
+    "class_dtype",
+    "class_ids",
     "default_jit_compile",
     "onednn_weights_frozen",
     "predict_classes",
@@ -125,7 +127,18 @@ def _logits(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
     return model(images, training=False)
 
 
-def _classes(model: keras.Model, dtype: tf.DType, images: tf.Tensor) -> tf.Tensor:
+def class_dtype(num_classes: int) -> tf.DType:
+    """The dtype of class ids: uint8 when they fit in 8 bits (a quarter of int32's memory: a
+    VOC validation set holds 1449 maps), int32 beyond.
+
+    >>> class_dtype(21).name, class_dtype(256).name, class_dtype(300).name
+    ('uint8', 'uint8', 'int32')
+    """
+    return tf.uint8 if num_classes <= 256 else tf.int32
+
+
+def class_ids(model: keras.Model, dtype: tf.DType, images: tf.Tensor) -> tf.Tensor:
+    """The argmax of ``model``'s logits on float ``images``, as ``dtype`` class ids."""
     # Compiled with the model: under XLA the argmax fuses into the last layer's loop.
     labels = tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
     return tf.cast(labels, dtype)
@@ -155,8 +168,7 @@ class Predictor:
             jit_compile = default_jit_compile(model)
         self.jit_compile = bool(jit_compile)
         self.num_classes = int(model.outputs[0].shape[-1])
-        # uint8 label maps take a quarter of int32's memory (a VOC validation set: 1449 maps).
-        self.class_dtype = tf.uint8 if self.num_classes <= 256 else tf.int32
+        self.class_dtype = class_dtype(self.num_classes)
 
         # Partials, not methods or closures: TensorFlow's retracing warning counts traces per
         # code object, so every Predictor's one trace would add up across instances.
@@ -166,7 +178,9 @@ class Predictor:
             "autograph": False,
         }
         self._logits = tf.function(functools.partial(_logits, model), **options)
-        self._classes = tf.function(functools.partial(_classes, model, self.class_dtype), **options)
+        self._classes = tf.function(
+            functools.partial(class_ids, model, self.class_dtype), **options
+        )
 
     @property
     def tracing_count(self) -> int:

@@ -58,13 +58,10 @@ def segment(client: Client, path: str, pixels: bool) -> np.ndarray:
 
 def write_mask(path: str, class_ids: np.ndarray, colours: np.ndarray) -> None:
     """The colourised mask as a PNG, atomically."""
-    from PIL import Image
-
-    from fcn_tf.files import write_atomic
+    from fcn_tf.files import write_png
     from fcn_tf.palette import colorize
 
-    picture = Image.fromarray(colorize(class_ids, colours))
-    write_atomic(path, lambda temporary: picture.save(temporary, format="PNG"))
+    write_png(path, colorize(class_ids, colours))
 
 
 def describe(path: str, mask: str, class_ids: np.ndarray, seconds: float) -> dict:

@@ -97,15 +97,6 @@ def _palette(class_names: list[str], palette: str) -> np.ndarray:
     return palette_for(class_names)
 
 
-def _save_png(array: np.ndarray, path: str) -> None:
-    from PIL import Image
-
-    from fcn_tf.files import write_atomic
-
-    picture = Image.fromarray(array)
-    write_atomic(path, lambda temporary: picture.save(temporary, format="PNG"))
-
-
 def _unique_stems(files: list[str]) -> list[str]:
     """Output names: each file's stem, numbered on a clash with any name already taken.
 
@@ -151,6 +142,7 @@ def predict_images(
         and the ``files`` written, by kind.
     """
     from fcn_tf.evaluation.pictures import legend_picture, overlay
+    from fcn_tf.files import write_png
     from fcn_tf.palette import colorize
 
     segmenter = open_model(model)
@@ -175,7 +167,7 @@ def predict_images(
         written = {}
         for kind, picture in pictures.items():
             written[kind] = os.path.join(out_dir, f"{stem}_{kind}.png")
-            _save_png(picture, written[kind])
+            write_png(written[kind], picture)
         classes = [names[i] if i < len(names) else f"class_{i}" for i in present]
         results.append(
             {"path": path, "size": image.shape[:2], "classes": classes, "files": written}

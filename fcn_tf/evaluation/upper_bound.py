@@ -111,12 +111,14 @@ def upper_bound(
     return {factor: scores(confusion) for factor, confusion in confusions.items()}
 
 
-def record_labels(files: Sequence[str], verbose: int = 1) -> Iterator[np.ndarray]:
-    """The label maps ``[H, W]`` of TFRecord ``files``, in order, with a progress bar."""
+def record_labels(
+    files: Sequence[str], count: int | None = None, verbose: int = 1
+) -> Iterator[np.ndarray]:
+    """The label maps ``[H, W]`` of TFRecord ``files``, in order, with a progress bar over
+    ``count`` records (``None``: a bar without a total)."""
     from fcn_tf.data.pipeline import load
-    from fcn_tf.training.inputs import count_records
 
-    bar = keras.utils.Progbar(count_records(list(files)), verbose=verbose, unit_name="image")
+    bar = keras.utils.Progbar(count, verbose=verbose, unit_name="image")
     for _, label in load(files, training=False):
         yield label.numpy()[0]
         bar.add(1)
@@ -134,5 +136,5 @@ def upper_bound_of_records(
     from fcn_tf.evaluation.records import split_info
 
     info = split_info(pattern, num_classes)
-    labels = record_labels(info.files, verbose)
+    labels = record_labels(info.files, info.split.count, verbose)
     return upper_bound(labels, factors, info.num_classes, info.ignore_label, method)

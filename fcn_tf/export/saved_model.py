@@ -28,7 +28,6 @@ from fcn_tf.export import constants
 from fcn_tf.export.signatures import (
     IMAGE_BYTES_SPEC,
     IMAGES_SPEC,
-    class_dtype,
     class_ids_fn,
     image_bytes_fn,
     num_classes_of,
@@ -36,6 +35,7 @@ from fcn_tf.export.signatures import (
 )
 from fcn_tf.export.versions import publish_version
 from fcn_tf.files import write_json
+from fcn_tf.inference import class_dtype
 
 __all__ = ["METADATA_DIR", "export_saved_model", "metadata_path", "read_metadata"]
 

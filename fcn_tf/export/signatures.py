@@ -21,11 +21,11 @@ import tensorflow as tf
 
 from fcn_tf.export import constants
 from fcn_tf.export.decode import decode_rgb, image_size
+from fcn_tf.inference import class_dtype, class_ids
 
 __all__ = [
     "IMAGES_SPEC",
     "IMAGE_BYTES_SPEC",
-    "class_dtype",
     "class_ids_fn",
     "image_bytes_fn",
     "num_classes_of",
@@ -42,19 +42,6 @@ def num_classes_of(model: keras.Model) -> int:
     if classes is None:
         raise ValueError(f"model {model.name!r}: its output's last axis (the classes) is unknown")
     return int(classes)
-
-
-def class_dtype(num_classes: int) -> tf.DType:
-    """uint8 class ids when they fit in 8 bits, as :class:`fcn_tf.inference.Predictor`
-    returns them; int32 beyond.
-
-    With exactly 256 classes, id 255 is a class and also ``PAD_CLASS_ID``: the
-    ``image_size`` output, not the value, tells padding apart.
-
-    >>> class_dtype(21).name, class_dtype(256).name, class_dtype(300).name
-    ('uint8', 'uint8', 'int32')
-    """
-    return tf.uint8 if num_classes <= 256 else tf.int32
 
 
 def _checked_images(images: tf.Tensor, max_pixels: int) -> tf.Tensor:
@@ -76,18 +63,13 @@ def _checked_images(images: tf.Tensor, max_pixels: int) -> tf.Tensor:
         return tf.cast(images, tf.float32)
 
 
-def _class_ids(model: keras.Model, images: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-    logits = model(images, training=False)
-    return tf.cast(tf.argmax(logits, axis=-1, output_type=tf.int32), dtype)
-
-
 def class_ids_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor], dict]:
     """``serving_default``: uint8 RGB ``[B, H, W, 3]`` -> ``class_ids`` ``[B, H, W]``."""
     dtype = class_dtype(num_classes_of(model))
 
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
         floats = _checked_images(images, max_pixels)
-        return {constants.OUTPUT_CLASS_IDS: _class_ids(model, floats, dtype)}
+        return {constants.OUTPUT_CLASS_IDS: class_ids(model, dtype, floats)}
 
     return serving_default
 
@@ -109,7 +91,8 @@ def image_bytes_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor],
 
     Every header is checked before any image is decoded; then images are decoded and run one
     at a time, each at its own size, so one image's result is the same alone or in a batch and
-    memory holds one image's activations.
+    memory holds one image's activations. With exactly 256 classes id 255 is a class and also
+    ``PAD_CLASS_ID``: ``image_size``, not the value, tells padding apart.
     """
     dtype = class_dtype(num_classes_of(model))
 
@@ -125,7 +108,7 @@ def image_bytes_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor],
         def one(item: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
             contents, index, size = item
             image = decode_rgb(contents, index)
-            labels = _class_ids(model, tf.cast(image, tf.float32)[tf.newaxis], dtype)[0]
+            labels = class_ids(model, dtype, tf.cast(image, tf.float32)[tf.newaxis])[0]
             missing = largest - size
             return tf.pad(
                 labels, [[0, missing[0]], [0, missing[1]]], constant_values=constants.PAD_CLASS_ID
@@ -141,9 +124,7 @@ def image_bytes_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor],
 
         with tf.control_dependencies([sizes]):
             # Stacking no elements of unknown shape fails: an empty request has its own branch.
-            class_ids = tf.cond(
-                tf.size(image_bytes) > 0, run_all, lambda: tf.zeros([0, 0, 0], dtype)
-            )
-        return {constants.OUTPUT_CLASS_IDS: class_ids, constants.OUTPUT_IMAGE_SIZE: sizes}
+            padded = tf.cond(tf.size(image_bytes) > 0, run_all, lambda: tf.zeros([0, 0, 0], dtype))
+        return {constants.OUTPUT_CLASS_IDS: padded, constants.OUTPUT_IMAGE_SIZE: sizes}
 
     return predict_image_bytes

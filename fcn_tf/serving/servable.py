@@ -21,7 +21,6 @@ corrupt bytes) become the status codes TF Serving would send.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -32,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from fcn_tf.export import constants, metadata_path
+from fcn_tf.export import constants, read_metadata
 from fcn_tf.serving.errors import ServingError, from_tf_error, invalid
 
 __all__ = ["Servable", "Signature", "load_version", "read_signature_defs"]
@@ -152,8 +151,7 @@ def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
 
 def _read_metadata(path: str) -> dict[str, Any]:
     try:
-        with open(metadata_path(path)) as file:
-            return json.load(file)
+        return read_metadata(path)
     except FileNotFoundError:  # any SavedModel serves; only fcn_tf exports describe themselves
         return {}
 
