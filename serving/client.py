@@ -44,13 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def segment(client: Client, path: str, pixels: bool) -> np.ndarray:
-    """Class ids of one image file: sent encoded, or decoded here with ``pixels``."""
-    import numpy as np
-    from PIL import Image
+    """Class ids of one image file: sent encoded, or decoded here with ``pixels`` (upright by
+    its EXIF orientation, 16-bit scaled to 8, as ``training/predict.py`` reads images)."""
+    from fcn_tf.evaluation.predict import read_image
 
     if pixels:
-        with Image.open(path) as image:
-            return client.predict(np.asarray(image.convert("RGB")))
+        return client.predict(read_image(path))
     with open(path, "rb") as file:
         (class_ids,) = client.predict_bytes([file.read()])
     return class_ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -239,6 +240,15 @@ def test_seg11valid_from_a_path_or_the_reference_place(tmp_path, rng):
     )  # fmt: skip
     for name in sorted(os.listdir(tmp_path / "b")):
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
+
+    # A list file given by its name or its path: shards and split are named after its stem.
+    for split, out in (("seg11valid.txt", "d"), (str(list_file), "e")):
+        with contextlib.chdir(list_file.parent):
+            convert("voc", str(tmp_path / out), split, root=devkit, year="VOC2011", shards=2,
+                    verbose=False)  # fmt: skip
+        assert sorted(os.listdir(tmp_path / out)) == sorted(os.listdir(tmp_path / "b"))
+        for name in os.listdir(tmp_path / "b"):
+            assert (tmp_path / out / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def test_voc_bad_label_size_is_named_or_skipped(tmp_path, rng):

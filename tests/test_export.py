@@ -168,6 +168,13 @@ def test_metadata_describes_the_export(exported):
     assert sorted(metadata["signatures"]) == sorted(exported[1].signatures)
     bytes_outputs = metadata["signatures"][constants.PREDICT_IMAGE_BYTES]["outputs"]
     assert bytes_outputs[constants.OUTPUT_IMAGE_SIZE] == {"dtype": "int32", "shape": [None, 2]}
+    # Inputs as the loaded SavedModel's signatures take them, by name.
+    for name, signature in exported[1].signatures.items():
+        specs = signature.structured_input_signature[1]
+        expected = {
+            k: {"dtype": v.dtype.name, "shape": v.shape.as_list()} for k, v in specs.items()
+        }
+        assert metadata["signatures"][name]["inputs"] == expected != {}, name
 
 
 def test_each_weight_is_stored_once(fcn, exported):

@@ -142,6 +142,14 @@ def test_local_server_and_client_clis_end_to_end(tmp_path, rng):
                 expected = colorize(labels, palette_for([]))
                 np.testing.assert_array_equal(np.asarray(Image.open(out / name)), expected)
             assert sorted(os.listdir(out)) == ["a.png", "b.png"]  # no temporary left
+        # --pixels reads a 16-bit gray PNG scaled to 8 bits (Pillow's RGB conversion clips).
+        gray = rng.integers(0, 65536, (6, 7)).astype(np.uint16)
+        Image.fromarray(gray).save(tmp_path / "deep.png")
+        cli.main(["--rest", f"http://127.0.0.1:{rest_port}", "--model", "fcn", "--pixels",
+                  "--out", str(tmp_path / "deep"), str(tmp_path / "deep.png")])  # fmt: skip
+        rgb8 = np.repeat(np.round(gray / 257).astype(np.uint8)[..., None], 3, axis=-1)
+        expected = colorize(keras_class_ids(model, rgb8[None])[0], palette_for([]))
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "deep/deep.png")), expected)
         with pytest.raises(SystemExit, match="NOT_FOUND"):
             cli.main(["--server", f"127.0.0.1:{grpc_port}", "--model", "x", paths[0]])
         server.send_signal(signal.SIGTERM)

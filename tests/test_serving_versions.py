@@ -228,9 +228,14 @@ def test_version_policies_and_labels_of_a_model_config(staged, expected, tmp_pat
 
 
 def test_a_server_starts_on_an_empty_base_path_and_serves_the_first_export(
-    models, expected, tmp_path
+    models, expected, tmp_path, caplog
 ):
     with serving(single_model_config("fcn", str(tmp_path / "not_yet"))) as (server, _):
+        # Said once (not at every poll), naming the model and the path.
+        server.registry.model("fcn").refresh()
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == [f"model 'fcn': base path {tmp_path / 'not_yet'} does not exist "
+                            "(no numbered version folder to serve)"]  # fmt: skip
         client = GrpcClient(f"127.0.0.1:{server.port}", "fcn")
         with pytest.raises(ServingError, match="no version loaded yet") as caught:
             client.predict(IMAGE)

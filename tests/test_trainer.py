@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from conftest import TINY_VGG
 from helpers import REPO_ROOT
 
@@ -19,7 +21,8 @@ from fcn_tf.export import read_metadata
 from fcn_tf.losses import SegmentationCrossEntropy
 from fcn_tf.training import config as recipes
 from fcn_tf.training import loop, runs
-from fcn_tf.training.loop import NonFiniteLossError, Trainer, build_model
+from fcn_tf.training.inputs import resolve_split
+from fcn_tf.training.loop import NonFiniteLossError, Trainer, build_model, load_model
 from fcn_tf.training.solver import make_optimizer
 
 RECIPES = sorted((REPO_ROOT / "training" / "configs").glob("*.yaml"))
@@ -88,6 +91,46 @@ def test_overrides_parse_yaml_values():
     assert config.solver.power == 1
 
 
+def test_numbers_in_e_notation_are_floats_in_recipes_and_overrides(tmp_path):
+    # PyYAML alone reads 1e-4 (no dot) as a string, which reached the optimizer as one.
+    path = tmp_path / "recipe.yaml"
+    path.write_text("solver: {optimizer: adamw, learning_rate: 1e-3, weight_decay: 5E-4}\n")
+    config = recipes.load_recipe(path)
+    assert config.solver.learning_rate == 0.001 and config.solver.weight_decay == 0.0005
+    config = recipes.override(config, ["solver.loss_sampling=5e-1", "solver.momentum=1"])
+    assert config.solver.loss_sampling == 0.5
+    assert type(config.solver.momentum) is float and config.solver.momentum == 1.0
+    written = tmp_path / "written.yaml"
+    written.write_text(yaml.safe_dump(recipes.to_dict(config)))
+    assert recipes.load_recipe(written).solver == config.solver
+
+
+def test_values_of_the_wrong_type_are_refused_naming_the_field():
+    cases = {
+        "run.epochs=2.5": r"run\.epochs must be int, got 2\.5",
+        "solver.learning_rate=fast": r"solver\.learning_rate must be float \| None, got 'fast'",
+        "data.crop_size=None": r"data\.crop_size must be .*got 'None' \(write null for none\)",
+        "run.jit=1": r"run\.jit must be bool, got 1",
+        "data.train=*.tfrecord": r"override 'data\.train=\*\.tfrecord': .*not valid YAML.*quote",
+    }
+    for assignment, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            recipes.override(recipes.TrainConfig(), [assignment])
+    assert recipes.override(recipes.TrainConfig(), ["data.crop_size=null"]).data.crop_size is None
+
+
+def test_overrides_may_add_keys_inside_mapping_fields():
+    config = recipes.override(
+        recipes.load_recipe(REPO_ROOT / "training" / "configs" / "camvid_fcn8s.yaml"),
+        ["model.backbone_options.dropout=0.5", "data.split_options.test.count=4"],
+    )
+    assert config.model.backbone_options["dropout"] == 0.5
+    assert config.model.backbone_options["width"] == 0.25  # the rest kept
+    assert config.data.split_options["test"] == {"count": 4}
+    with pytest.raises(ValueError, match=r"unknown key 'run\.epoch'"):
+        recipes.override(config, ["run.epoch=3"])
+
+
 # -- the run folder ---------------------------------------------------------------------------
 
 
@@ -125,6 +168,73 @@ def test_run_folder_holds_config_metrics_and_best(tmp_path):
     np.testing.assert_array_equal(served(images=tf.constant(image))["class_ids"], expected)
     described = read_metadata(result["files"]["saved_model"])
     assert described["class_names"] == list(lines[0]["val"]["per_class_iu"])
+
+
+def test_an_existing_run_is_never_overwritten_without_resume(tmp_path):
+    config = tiny_config(tmp_path / "records")
+    run_dir = tmp_path / "run"
+    Trainer(config, str(run_dir), verbose=0).fit()
+    before = {name: (run_dir / name).read_bytes() for name in (runs.CONFIG, runs.METRICS)}
+    with pytest.raises(FileExistsError, match=rf"{run_dir} already holds a run.*--resume"):
+        Trainer(config, str(run_dir), verbose=0).fit()
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_classes_that_disagree_are_refused_before_training(tmp_path):
+    config = tiny_config(tmp_path / "records", data={"num_classes": 7})
+    with pytest.raises(ValueError, match=r"data\.num_classes is 7 but .* name 6 classes"):
+        Trainer(config, str(tmp_path / "a"), verbose=0).fit()
+    assert not (tmp_path / "a" / runs.CHECKPOINTS).exists()
+
+    # Own training records with the default (shapes) validation: not scored silently.
+    train = resolve_split(tiny_config(tmp_path / "records").data, "train", verbose=False)
+    folder = tmp_path / "mine"
+    shutil.copytree(os.path.dirname(train.files[0]), folder)
+    metadata = {**train.metadata, "class_names": ["bg", "a", "b", "c", "d", "e"]}
+    (folder / "dataset.json").write_text(json.dumps(metadata))
+    mine = tiny_config(tmp_path / "records", data={"train": str(folder / "*.tfrecord")})
+    with pytest.raises(
+        ValueError, match=r"validation records in .* name the classes \['background'"
+    ):
+        Trainer(mine, str(tmp_path / "b"), verbose=0).fit()
+
+
+def test_resume_of_a_staged_run_without_checkpoint_starts_from_the_coarser_net(
+    tmp_path, monkeypatch
+):
+    base = {"geometry": "caffe", "backbone_options": dict(TINY_VGG)}
+    coarse = tiny_config(tmp_path / "records", model={**base, "output_stride": 32})
+    Trainer(coarse, str(tmp_path / "fcn32s"), verbose=0).fit()
+    fine = tiny_config(tmp_path / "records", model={**base, "output_stride": 16})
+    run_dir = tmp_path / "fcn16s"
+    # Stopped after writing its folder, before any checkpoint.
+    runs.write_config(str(run_dir), recipes.to_dict(fine), {"init_from": str(tmp_path / "fcn32s")})
+
+    started_from = []
+    monkeypatch.setattr(Trainer, "_initialise_from", lambda self, path: started_from.append(path))
+    Trainer(fine, str(run_dir), verbose=0).fit(resume=True)
+    assert started_from == [str(tmp_path / "fcn32s")]
+    metadata = runs.read_metadata(str(run_dir))
+    assert metadata["init_from"] == str(tmp_path / "fcn32s")  # the first start's, kept
+    assert len(metadata["resumes"]) == 1 and "commit" in metadata["resumes"][0]
+
+
+def test_checkpoints_load_without_the_imagenet_file_the_run_started_from(tmp_path, rng):
+    config = tiny_config(tmp_path / "records")
+    run_dir = tmp_path / "run"
+    trainer = Trainer(config, str(run_dir), verbose=0)
+    trainer.fit()
+    values = runs.read_config(str(run_dir))
+    values["model"]["backbone_weights"] = str(tmp_path / "moved_away.h5")
+    runs.write_config(str(run_dir), values, runs.read_metadata(str(run_dir)))
+
+    image = rng.uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(
+        np.array(load_model(str(run_dir / runs.CHECKPOINTS))(image)), np.array(trainer.model(image))
+    )
+    config = recipes.from_dict(values)
+    config.run.epochs = 2
+    assert Trainer(config, str(run_dir), verbose=0).fit(resume=True)["step"] == 6
 
 
 # -- exact resume -----------------------------------------------------------------------------

@@ -89,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(config, run_dir, init_from=args.init_from, verbose=0 if args.quiet else 1)
     result = trainer.fit(resume=bool(args.resume))
     if trainer.chief:
-        _report(result)
+        _report(result, config.name)
     return 0
 
 
-def _report(result: dict) -> None:
+def _report(result: dict, name: str) -> None:
     val = result["val"]
     if val is not None:
         print("\nValidation (last epoch):")
@@ -108,7 +108,11 @@ def _report(result: dict) -> None:
         print(f"  {key:<12} {path}")
     if "saved_model" in result["files"]:
         base = os.path.dirname(result["files"]["saved_model"])
-        print(f"Serve it: python serving/local_server.py --model-base-path {base} --port 8500")
+        print(
+            f"Serve it: python serving/local_server.py --model-name {name} "
+            f"--model-base-path {base} --port 8500\n"
+            f"Ask it:   python serving/client.py --server localhost:8500 --model {name} IMAGE..."
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from fcn_tf.data.converters import CONVERTERS, get_converter
+from fcn_tf.data.converters.voc import is_list_file
 from fcn_tf.data.writer import BadSampleError, write_dataset
 
 __all__ = ["convert", "main"]
@@ -35,7 +36,7 @@ def convert(
     kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
     converter = converter_class(split=split, **kwargs)
     # A split may be a list file's path (VOC's seg11valid): name the shards after its stem.
-    name = os.path.splitext(os.path.basename(split))[0] if os.sep in split else split
+    name = os.path.splitext(os.path.basename(split))[0] if is_list_file(split) else split
     return write_dataset(converter, out, name, shards, workers, skip_bad, verbose)
 
 

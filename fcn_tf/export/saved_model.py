@@ -94,9 +94,10 @@ def _describe(signature: tf.types.experimental.ConcreteFunction) -> dict[str, An
     def spec(tensor_spec) -> dict[str, Any]:
         return {"dtype": tensor_spec.dtype.name, "shape": tensor_spec.shape.as_list()}
 
-    inputs = signature.structured_input_signature[1]
+    # The functions take their inputs positionally; each TensorSpec carries its name.
+    inputs = tf.nest.flatten(signature.structured_input_signature)
     return {
-        "inputs": {name: spec(s) for name, s in inputs.items()},
+        "inputs": {s.name: spec(s) for s in inputs},
         "outputs": {name: spec(s) for name, s in signature.structured_outputs.items()},
     }
 

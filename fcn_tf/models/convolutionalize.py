@@ -34,6 +34,7 @@ def classifier_model(
                 "offline, pass backbone_weights='/path/to/weights.h5' (a Keras "
                 f"{application.__name__} weights file)"
             ) from error
+    weights = os.path.expanduser(weights)
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"backbone_weights: no such file {weights!r} for backbone {name!r}")
     errors = []

@@ -49,11 +49,27 @@ class ServedModel:
         self._servables: Mapping[int, Servable] = {}
         self._failed: dict[int, tuple[float, str]] = {}  # version -> (pb mtime, error)
         self._refresh_lock = threading.Lock()
+        self._reported_empty = False
 
     @property
     def servables(self) -> Mapping[int, Servable]:
         """The versions loaded now (a snapshot: later swaps do not change it)."""
         return self._servables
+
+    def _report_empty(self, on_disk: Sequence[int]) -> None:
+        # Said once until versions appear, as TF Serving does, so a typo in a base path is
+        # not a server that quietly serves nothing.
+        if on_disk:
+            self._reported_empty = False
+        elif not self._reported_empty:
+            self._reported_empty = True
+            what = "does not exist" if not os.path.isdir(self.config.base_path) else "is empty"
+            log.warning(
+                "model %r: base path %s %s (no numbered version folder to serve)",
+                self.name,
+                self.config.base_path,
+                what,
+            )
 
     def _wanted(self, on_disk: Sequence[int]) -> list[int]:
         """The versions the policy serves, newest first, among those that loaded or may."""
@@ -86,6 +102,7 @@ class ServedModel:
             current = self._servables
             while True:
                 on_disk = list_versions(self.config.base_path)
+                self._report_empty(on_disk)
                 for gone in set(self._failed) - set(on_disk):
                     del self._failed[gone]
                 wanted = self._wanted(on_disk)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,30 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's floats: PyYAML reads ``1e-4`` (no dot) as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: Any) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -182,13 +207,36 @@ _SECTIONS = {
 }
 
 
+_KINDS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "dict": lambda v: isinstance(v, Mapping),
+    "list": lambda v: isinstance(v, (list, tuple)),
+    "None": lambda v: v is None,
+}
+
+
+def _typed(field: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` checked against the field's annotation (``"float | None"``...); ints become
+    floats in float fields, so a recipe's ``lr: 1`` and ``lr: 1.0`` are the same run."""
+    kinds = [kind.split("[")[0] for kind in str(field.type).split(" | ")]
+    if not any(_KINDS[kind](value) for kind in kinds):
+        hint = " (write null for none)" if str(value).lower() in ("none", "null") else ""
+        raise ValueError(f"{where}.{field.name} must be {field.type}, got {value!r}{hint}")
+    if "float" in kinds and "int" not in kinds and isinstance(value, int):
+        return float(value)
+    return value
+
+
 def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
     values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    return cls(**values)
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    return cls(**{key: _typed(fields[key], value, where) for key, value in values.items()})
 
 
 def from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
@@ -215,7 +263,7 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
     path = os.fspath(path)
     try:
         with open(path) as file:
-            values = yaml.safe_load(file) or {}
+            values = _load_yaml(file) or {}
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(values, Mapping):
@@ -228,21 +276,34 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
 def override(config: TrainConfig, assignments: Sequence[str]) -> TrainConfig:
     """Apply ``section.key=value`` assignments; values are parsed as YAML (``null``, lists...).
 
+    Below a field that is itself a mapping (``data.options``, ``model.backbone_options``...)
+    any key may be set, as in the recipe file.
+
     >>> override(TrainConfig(), ["data.crop_size=[64, 96]"]).data.crop_size
     [64, 96]
+    >>> override(TrainConfig(), ["data.split_options.train.count=8"]).data.split_options
+    {'train': {'count': 8}}
     """
     values = to_dict(config)
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         path = key.strip().split(".")
-        if not sep or not all(path):
+        if not sep or len(path) < 2 or not all(path):
             raise ValueError(f"override {assignment!r}: expected section.key=value")
         target = values
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
+            if depth >= 2:  # inside a mapping field: its keys are free
+                target.setdefault(part, {})
             if not isinstance(target.get(part), dict):
                 raise ValueError(f"override {assignment!r}: {part!r} is not a section")
             target = target[part]
-        if path[-1] not in target:
+        if len(path) == 2 and path[-1] not in target:
             raise ValueError(f"override {assignment!r}: unknown key {key.strip()!r}")
-        target[path[-1]] = yaml.safe_load(text)
+        try:
+            target[path[-1]] = _load_yaml(text)
+        except yaml.YAMLError as error:
+            raise ValueError(
+                f"override {assignment!r}: the value is not valid YAML ({error.problem}); "
+                f"quote it, e.g. --set \"{key.strip()}='{text}'\""
+            ) from None
     return from_dict(values, where="overrides")

@@ -146,14 +146,17 @@ def gradient_sums(variables: list[Any], accumulate: int) -> list[tf.Variable]:
     ]
 
 
-def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
-    """The recipe's network."""
+def build_model(
+    config: TrainConfig, num_classes: int, backbone_weights: bool = True
+) -> keras.Model:
+    """The recipe's network; ``backbone_weights=False`` skips ``model.backbone_weights`` (for a
+    network a checkpoint fills anyway, so the ImageNet file need not be there)."""
     model = config.model
     return build_fcn(
         num_classes,
         output_stride=model.output_stride,
         backbone=model.backbone,
-        backbone_weights=model.backbone_weights,
+        backbone_weights=model.backbone_weights if backbone_weights else None,
         geometry=model.geometry,
         at_once=model.at_once,
         learn_upsampling=model.learn_upsampling,
@@ -181,7 +184,7 @@ def load_model(path: str) -> keras.Model:
     config = from_dict(runs.read_config(folder), where=os.path.join(folder, runs.CONFIG))
     if not config.data.num_classes:
         raise ValueError(f"{folder}/{runs.CONFIG}: data.num_classes is not set")
-    model = build_model(config, config.data.num_classes)
+    model = build_model(config, config.data.num_classes, backbone_weights=False)
     status = tf.train.Checkpoint(model=model).restore(prefix)
     status.assert_existing_objects_matched().expect_partial()
     return model
@@ -256,6 +259,7 @@ class Trainer:
         self.num_classes = config.data.num_classes or (len(names) if names else None)
         if not self.num_classes:
             raise ValueError("data.num_classes is needed: the records have no dataset.json")
+        self._check_classes(names)
         self.class_names = names or [str(i) for i in range(self.num_classes)]
         config.data.num_classes = self.num_classes
 
@@ -265,7 +269,9 @@ class Trainer:
                 f"data.batch_size {config.data.batch_size} (global) must be a multiple of the "
                 f"{replicas} replicas"
             )
-        self.build(self.num_classes, self.total_steps)
+        # A checkpoint holds every weight, so the ImageNet file is not read again.
+        restoring = resume and tf.train.latest_checkpoint(self._own_dir(runs.CHECKPOINTS))
+        self.build(self.num_classes, self.total_steps, backbone_weights=not restoring)
         # Loss sampling's draws resume exactly too; without sampling the checkpoint is as before.
         sampling = self.loss.seed_generator
         extra = {} if sampling is None else {"loss_sampling": sampling.state}
@@ -291,14 +297,30 @@ class Trainer:
         elif self.init_from:
             self._initialise_from(self.init_from)
 
-    def build(self, num_classes: int, total_steps: int) -> None:
+    def _check_classes(self, names: list[str] | None) -> None:
+        # Caught here, not after an epoch of training when evaluation tabulates the classes.
+        if names and self.num_classes != len(names):
+            raise ValueError(
+                f"data.num_classes is {self.num_classes} but the training records name "
+                f"{len(names)} classes {names}"
+            )
+        val_names = self.val_split.class_names if self.val_split else None
+        if names and val_names and val_names != names:
+            where = os.path.dirname(self.val_split.files[0])
+            raise ValueError(
+                f"the validation records in {where} name the classes {val_names}, the "
+                f"training records {names}: give validation records of the same classes "
+                "(--val-data / data.val)"
+            )
+
+    def build(self, num_classes: int, total_steps: int, backbone_weights: bool = True) -> None:
         """Create the solver, model, optimizer and metric in the strategy's scope (what
         :meth:`fit` does once the data are known; benchmarks call it directly)."""
         config = self.config
         self.num_classes = num_classes
         self.solver = solver_config(config, total_steps=total_steps)
         with self.strategy.scope():
-            self.model = build_model(config, num_classes)
+            self.model = build_model(config, num_classes, backbone_weights)
             _check_jit_determinism(config, self.model)
             self.optimizer = build_optimizer(config, self.solver)
             self.optimizer.build(self.model.trainable_variables)
@@ -479,9 +501,23 @@ class Trainer:
 
     def _fit(self, resume: bool) -> dict[str, Any]:
         config = self.config
+        previous = runs.read_metadata(self.run_dir)
+        if self.chief and not resume and previous is not None:
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run ({runs.METADATA}); continue it with "
+                f"--resume {self.run_dir} (fit(resume=True)) or train into another folder"
+            )
+        if resume and self.init_from is None and previous:
+            # A staged run stopped before its first checkpoint starts again from its coarser net.
+            self.init_from = previous.get("init_from")
         self._setup(resume)
         if self.chief:
-            runs.write_config(self.run_dir, to_dict(config), runs.run_metadata())
+            metadata = runs.run_metadata()
+            if self.init_from:
+                metadata["init_from"] = os.path.abspath(self.init_from)
+            if resume and previous:
+                metadata = {**previous, "resumes": [*previous.get("resumes", []), metadata]}
+            runs.write_config(self.run_dir, to_dict(config), metadata)
         accumulate = self.solver.accumulate
         step = int(self.updates.numpy())
         dataset = self.strategy.distribute_datasets_from_function(

@@ -3,7 +3,8 @@
 Layout of a run folder::
 
     config.yaml        the resolved recipe (after overrides): `--resume` reads it back
-    run.json           command line, git commit, package versions, hosts, start time
+    run.json           command line, git commit, package versions, host, start time, the
+                       coarser net of a staged run (init_from), and each resume's own
     checkpoints/       the latest checkpoints (model, optimizer, step), every N updates
     best/              the checkpoint with the best validation mean IU
     metrics.jsonl      one line per epoch: training loss, validation scores, speed
@@ -19,6 +20,7 @@ True
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -38,6 +40,8 @@ __all__ = [
     "copy_matching_layers",
     "find_checkpoint",
     "latest_checkpoint",
+    "read_config",
+    "read_metadata",
     "run_metadata",
     "write_config",
 ]
@@ -100,6 +104,15 @@ def write_config(folder: str, config: Mapping[str, Any], metadata: Mapping[str, 
 
     write_atomic(os.path.join(folder, CONFIG), write_yaml)
     write_json(os.path.join(folder, METADATA), dict(metadata))
+
+
+def read_metadata(folder: str) -> dict[str, Any] | None:
+    """A run folder's ``run.json`` (how it was started and resumed), or ``None``."""
+    path = os.path.join(folder, METADATA)
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
 
 
 def read_config(folder: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from fcn_tf.data.converters.common import read_bytes, read_label, read_lines
 from fcn_tf.data.records import Sample
 from fcn_tf.data.writer import Converter
 
-__all__ = ["CLASS_NAMES", "PALETTE", "VOC", "list_path", "voc_palette"]
+__all__ = ["CLASS_NAMES", "PALETTE", "VOC", "is_list_file", "list_path", "voc_palette"]
 
 CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -60,6 +60,15 @@ def voc_palette(size: int = 256) -> tuple[tuple[int, int, int], ...]:
 PALETTE = voc_palette()
 
 
+def is_list_file(split: str) -> bool:
+    """Whether ``split`` names a list file (a path separator, or a ``.txt`` ending).
+
+    >>> is_list_file("seg11valid.txt"), is_list_file("val")
+    (True, False)
+    """
+    return split.endswith(".txt") or "/" in split or os.sep in split
+
+
 def list_path(folder: str, split: str) -> str:
     """The list file of ``split``: ``folder/{split}.txt``, or ``split`` itself if it is a path.
 
@@ -70,7 +79,7 @@ def list_path(folder: str, split: str) -> str:
     >>> list_path("/data/VOC2012/ImageSets/Segmentation", "/lists/seg11valid.txt")
     '/lists/seg11valid.txt'
     """
-    if split.endswith(".txt") or "/" in split or os.sep in split:
+    if is_list_file(split):
         return split
     return os.path.join(folder, f"{split}.txt")
 
