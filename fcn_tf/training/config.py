@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 class _Loader(yaml.SafeLoader):
@@ -59,10 +61,6 @@ _Loader.add_implicit_resolver(
 
 def _load_yaml(text: Any) -> Any:
     return yaml.load(text, Loader=_Loader)
-
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 @dataclasses.dataclass
