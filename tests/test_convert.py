@@ -178,3 +178,53 @@ def test_synthetic_records_equal_the_generator(tmp_path):
         assert record["filename"].decode() == name
         np.testing.assert_array_equal(record["image"], image)
         np.testing.assert_array_equal(record["label"], label)
+
+
+def test_a_failed_rerun_keeps_the_previous_records(tmp_path, rng):
+    root = tmp_path / "camvid"
+    camvid_tree(root, rng)
+    out = tmp_path / "out"
+    convert("camvid", str(out), "val", root=str(root), shards=2, verbose=False)
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    named = break_sample(root, "range")
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        convert("camvid", str(out), "val", root=str(root), shards=3, verbose=False)
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    # A successful rerun with another shard count replaces them, leaving no stale shard.
+    metadata = convert(
+        "camvid", str(out), "val", root=str(root), shards=3, skip_bad=True, verbose=False
+    )
+    assert sorted(os.listdir(out)) == sorted(["dataset.json", *metadata["files"]])
+    assert len(metadata["files"]) == 3 and len(read_records(out)) == 4
+
+
+def test_images_neither_jpeg_nor_png_are_stored_as_their_pixels(tmp_path, rng):
+    samples = camvid_tree(tmp_path / "camvid", rng)
+    # A WebP file behind a .png name: Pillow reads it, records hold only JPEG or PNG.
+    Image.fromarray(samples[1][0]).save(tmp_path / "camvid" / "val" / "f1.png", format="WEBP",
+                                        lossless=True)  # fmt: skip
+    convert("camvid", str(tmp_path / "out"), "val", root=str(tmp_path / "camvid"), verbose=False)
+    metadata = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    raw = next(iter(tf.data.TFRecordDataset(str(tmp_path / "out" / metadata["files"][0])).skip(1)))
+    example = tf.train.Example.FromString(raw.numpy()).features.feature
+    assert example["image/format"].bytes_list.value == [b"png"]
+    np.testing.assert_array_equal(read_records(tmp_path / "out")[1]["image"], samples[1][0])
+
+
+@pytest.mark.parametrize(
+    "label, match",
+    [(np.array([[0, -2]]), r"label values \[-2\]"), (np.array([[0.5, 1.0]]), "integer class")],
+    ids=["negative", "fractional"],
+)
+def test_negative_or_fractional_labels_are_refused(label, match):
+    from fcn_tf.data.records import Sample
+    from fcn_tf.data.writer import BadSampleError, check_sample
+
+    sample = Sample("x.png", np.zeros((1, 2, 3), np.uint8), label, origin="x.png")
+    with pytest.raises(BadSampleError, match=rf"x\.png: .*{match}"):
+        check_sample(sample, num_classes=3, ignore_label=255)
+
+
+def test_cli_names_a_missing_root(capsys, tmp_path):
+    assert main(["voc", "--split", "val", "--out", str(tmp_path)]) == 1
+    assert "voc needs --root" in capsys.readouterr().err

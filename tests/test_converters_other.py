@@ -486,3 +486,22 @@ def test_converters_pickle(tmp_path, rng):
     ):
         copy = pickle.loads(pickle.dumps(converter))
         assert vars(copy) == vars(converter) and copy.class_names == converter.class_names
+
+
+def test_folder_photos_are_stored_upright_by_their_exif_orientation(tmp_path, rng):
+    from PIL import ImageOps
+
+    folder_tree(tmp_path / "mine", rng, 0)
+    stored = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)  # as the camera wrote it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.fromarray(stored).save(tmp_path / "mine/images/photo.png", exif=exif)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "mine/images/photo.png")))
+    assert upright.shape == (40, 30, 3)
+    label = rng.integers(0, 3, (40, 30), dtype=np.uint8)  # drawn on the upright photo
+    Image.fromarray(label).save(tmp_path / "mine/masks/photo.png")
+    out = tmp_path / "out"
+    convert("folder", str(out), "train", root=str(tmp_path / "mine"), num_classes=3, verbose=False)
+    [record] = read_records(out)[1]
+    np.testing.assert_array_equal(record["image"], upright)
+    np.testing.assert_array_equal(record["label"], label)

@@ -246,6 +246,21 @@ def test_list_files_expands_patterns_in_order(tmp_path):
     ]
 
 
+def test_a_folder_stands_for_its_records_and_patterns_pass_over_metadata(tmp_path):
+    # A converter's output folder: shards, dataset.json and a shard still being written.
+    write(tmp_path / "val-00000-of-00002.tfrecord", [id_sample(i) for i in range(3)])
+    write(tmp_path / "val-00001-of-00002.tfrecord", [id_sample(10 + i) for i in range(2)])
+    (tmp_path / "dataset.json").write_text("{}")
+    (tmp_path / "val-00000-of-00001.tfrecord.tmp").write_bytes(b"half")
+    (tmp_path / "sub").mkdir()
+    expected = [str(tmp_path / f"val-0000{i}-of-00002.tfrecord") for i in range(2)]
+    assert list_files(tmp_path) == expected
+    assert list_files(str(tmp_path / "*")) == expected
+    assert ids(load(tmp_path, training=False)) == [0, 1, 2, 10, 11]
+    with pytest.raises(FileNotFoundError, match="sub is a folder without"):
+        list_files(tmp_path / "sub")
+
+
 # --- order, determinism, sharding ------------------------------------------------------------
 
 
@@ -270,6 +285,13 @@ def test_training_shuffles_each_epoch_and_validation_keeps_order(tmp_path):
     assert all(sorted(e) == list(range(12)) for e in epochs)
     assert epochs[0] != list(range(12)) and epochs[0] != epochs[1]
     assert ids(load(tmp_path / "a.tfrecord", training=False)) == list(range(12))
+
+
+def test_evaluation_reads_files_one_after_the_other(tmp_path):
+    for i in range(3):
+        write(tmp_path / f"{i}.tfrecord", [id_sample(10 * i + j) for j in range(3)])
+    files = list_files(str(tmp_path / "*.tfrecord"))
+    assert ids(load(files, training=False)) == [0, 1, 2, 10, 11, 12, 20, 21, 22]
 
 
 @pytest.mark.parametrize("files", [4, 1], ids=["by-files", "by-records"])
@@ -324,6 +346,22 @@ def test_skip_continues_the_stream_exactly(tmp_path, cache):
         np.testing.assert_array_equal(y, y2)
     with pytest.raises(ValueError, match="skip must be a non-negative int"):
         load(files, training=True, crop_size=10, skip=-1)
+
+
+def test_skip_counts_only_the_records_kept_when_corrupt_ones_are_dropped(tmp_path):
+    corrupt_file(tmp_path / "a.tfrecord", "proto", count=7)
+
+    def stream(skip):
+        dataset = load(
+            tmp_path / "a.tfrecord", training=True, crop_size=5, jitter=0.5, seed=3,
+            repeat=True, skip_corrupt=True, skip=skip,
+        )  # fmt: skip
+        return [(x.numpy(), y.numpy()) for x, y in dataset.take(12 - skip)]
+
+    whole, resumed = stream(0), stream(4)
+    for (x, y), (x2, y2) in zip(whole[4:], resumed, strict=True):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
 
 
 # --- corrupt records --------------------------------------------------------------------------

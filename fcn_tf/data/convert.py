@@ -34,6 +34,17 @@ def convert(
     converter_class = get_converter(dataset)
     accepted = inspect.signature(converter_class).parameters
     kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+    missing = [
+        name
+        for name, parameter in accepted.items()
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+        and name not in kwargs
+        and name != "split"
+    ]
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise ValueError(f"{dataset} needs {flags}")
     converter = converter_class(split=split, **kwargs)
     # A split may be a list file's path (VOC's seg11valid): name the shards after its stem.
     name = os.path.splitext(os.path.basename(split))[0] if is_list_file(split) else split

@@ -70,6 +70,7 @@ from fcn_tf.data.salvage import (
     SIZE_MISMATCH,
     salvage_records,
 )
+from fcn_tf.data.writer import METADATA
 
 __all__ = ["CorruptRecordCounter", "list_files", "load"]
 
@@ -109,6 +110,9 @@ class CorruptRecordCounter:
 def list_files(files_or_pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     """The files a path, a glob pattern, or a list of either names, sorted within each pattern.
 
+    A folder stands for its ``*.tfrecord`` files (a converter's output folder). A pattern
+    passes over what a conversion writes beside its shards (``dataset.json``, ``*.tmp``).
+
     >>> list_files([])
     Traceback (most recent call last):
     ...
@@ -118,13 +122,23 @@ def list_files(files_or_pattern: str | os.PathLike | Sequence[str | os.PathLike]
         files_or_pattern = [files_or_pattern]
     files: list[str] = []
     for pattern in map(os.fspath, files_or_pattern):
-        matched = sorted(tf.io.gfile.glob(pattern))
-        if not matched:
-            raise FileNotFoundError(f"no file matches {pattern!r}")
+        if tf.io.gfile.isdir(pattern):
+            matched = sorted(tf.io.gfile.glob(os.path.join(pattern, "*.tfrecord")))
+            if not matched:
+                raise FileNotFoundError(f"{pattern} is a folder without *.tfrecord files")
+        else:
+            matched = [f for f in sorted(tf.io.gfile.glob(pattern)) if f == pattern or _record(f)]
+            if not matched:
+                raise FileNotFoundError(f"no record file matches {pattern!r}")
         files.extend(matched)
     if not files:
         raise ValueError("no input files given")
     return files
+
+
+def _record(path: str) -> bool:
+    name = os.path.basename(path)
+    return name != METADATA and not name.endswith(".tmp") and not tf.io.gfile.isdir(path)
 
 
 _RECORD_SPEC = {
@@ -452,8 +466,8 @@ def load(
         skip: records to skip at the start of the (shuffled, repeated) stream, together with
             their augmentation draws: the stream then goes on exactly where a pipeline that
             yielded ``skip`` records stopped (per input pipeline), and the skipped records are
-            read but not decoded. This is how a resumed run continues its input. Corrupt
-            records dropped with ``skip_corrupt`` are counted as if they were not there.
+            read but not decoded (decoded too with ``skip_corrupt``, so that dropped corrupt
+            records do not count). This is how a resumed run continues its input.
 
     >>> import tempfile
     >>> from fcn_tf.data.records import Sample, encode_example
@@ -516,7 +530,8 @@ def load(
     salvage = bool(skip_corrupt)
     dataset = dataset.interleave(
         lambda path, size: _read_file(path, size, salvage),
-        cycle_length=min(len(files), 16),
+        # Evaluation reads the files one after the other, so its order is the files' order.
+        cycle_length=min(len(files), 16) if training else 1,
         num_parallel_calls=num_parallel_calls,
         deterministic=deterministic or record_shards is not None,
     )
@@ -543,6 +558,9 @@ def load(
     if cache is not False:
         dataset = decode_and_check(dataset).cache("" if cache is True else os.fspath(cache))
         dataset = shuffle_and_repeat(dataset).skip(skip)
+    elif salvage and skip:
+        # Dropped corrupt records must not count towards ``skip``: decode before skipping.
+        dataset = decode_and_check(shuffle_and_repeat(dataset)).skip(skip)
     else:
         dataset = decode_and_check(shuffle_and_repeat(dataset).skip(skip))
 

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from fcn_tf.data.records import Sample, encode_example
+from fcn_tf.data.records import Sample, encode_example, image_format
 from fcn_tf.files import write_json
 
 __all__ = [
@@ -95,7 +95,9 @@ def check_sample(sample: Sample, num_classes: int, ignore_label: int) -> np.ndar
             f"{where}: image is {rgb.shape[1]}x{rgb.shape[0]} but its label is "
             f"{label.shape[1] if label.ndim > 1 else '?'}x{label.shape[0]} (width x height)"
         )
-    bad = (label >= num_classes) & (label != ignore_label)
+    if label.dtype.kind not in "biuf" or (label.dtype.kind == "f" and (label % 1).any()):
+        raise BadSampleError(f"{where}: labels must be integer class ids, got {label.dtype}")
+    bad = ((label < 0) | (label >= num_classes)) & (label != ignore_label)
     if bad.any():
         values = sorted(int(v) for v in np.unique(label[bad]))
         raise BadSampleError(
@@ -117,6 +119,10 @@ def _encode(converter: Converter, key: str, skip_bad: bool) -> _Encoded:
         if not skip_bad:
             raise
         return _Encoded(key, error=str(error))
+    if not isinstance(sample.image, np.ndarray) and not _jpeg_or_png(sample.image):
+        # Records hold JPEG or PNG; other formats Pillow reads (WebP, BMP, TIFF, often behind
+        # a .jpg name) are stored as the RGB pixels already decoded for the checks.
+        sample = dataclasses.replace(sample, image=rgb)
     label = np.asarray(sample.label, np.uint8)
     valid = label[label < num_classes]
     return _Encoded(
@@ -126,6 +132,14 @@ def _encode(converter: Converter, key: str, skip_bad: bool) -> _Encoded:
         rgb_sum=rgb.reshape(-1, 3).sum(axis=0, dtype=np.float64),
         pixels=label.size,
     )
+
+
+def _jpeg_or_png(encoded: bytes) -> bool:
+    try:
+        image_format(bytes(encoded))
+    except ValueError:
+        return False
+    return True
 
 
 def _encode_star(args: tuple) -> _Encoded:
@@ -186,9 +200,14 @@ def write_dataset(
                     progress.add(1)
                     if stats.add(item):
                         records.write(item.record)
-        # Only now, with every shard complete, do any of them get their real names.
+        # Only now, with every shard complete, does an earlier conversion's output give way:
+        # a run that fails before this point leaves the previous records as they were.
+        previous = _drop_metadata(out_dir)
         for temporary, name in zip(temporaries, names, strict=True):
             os.replace(temporary, os.path.join(out_dir, name))
+        for stale in set(previous) - set(names):
+            if os.path.exists(os.path.join(out_dir, stale)):
+                os.remove(os.path.join(out_dir, stale))
     finally:
         for temporary in temporaries:
             if os.path.exists(temporary):
@@ -241,7 +260,18 @@ def _check_out_dir(out_dir: str, name: str, split: str) -> None:
                 f"{path} describes {existing.get('name')}/{existing.get('split')}; write "
                 f"{name}/{split} to its own folder"
             )
-        for stale in existing.get("files", []):
-            if os.path.exists(os.path.join(out_dir, stale)):
-                os.remove(os.path.join(out_dir, stale))
-        os.remove(path)
+
+
+def _drop_metadata(out_dir: str) -> list[str]:
+    """Remove an earlier conversion's dataset.json from ``out_dir``; return the shards it named.
+
+    From here until the new dataset.json is written, nothing describes the folder, so a run
+    killed in between leaves no mix of old and new that looks complete.
+    """
+    path = os.path.join(out_dir, METADATA)
+    if not os.path.exists(path):
+        return []
+    with open(path) as file:
+        files = json.load(file).get("files", [])
+    os.remove(path)
+    return [os.path.basename(name) for name in files]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.io
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fcn_tf.data.writer import BadSampleError
 
 __all__ = ["read_bytes", "read_image", "read_label", "read_lines", "read_mat", "shift_labels"]
 
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def read_bytes(path: str) -> bytes:
@@ -49,19 +50,22 @@ def read_lines(path: str) -> list[str]:
 def read_image(path: str) -> bytes | np.ndarray:
     """An RGB JPEG or PNG file's bytes, else the image as a uint8 RGB array.
 
-    Raises :class:`BadSampleError` naming the file when it cannot be read.
+    A photo with an EXIF orientation is stored upright (as pixels), as prediction reads it
+    and as its mask was drawn. Raises :class:`BadSampleError` naming the file when it cannot
+    be read.
     """
     try:
         with Image.open(path) as image:
-            if image.format in ("JPEG", "PNG") and image.mode == "RGB":
-                array = None
-            elif image.mode in (*WIDE_MODES, "F"):
+            if image.mode in (*WIDE_MODES, "F"):
                 # Pillow clips these to 8 bits rather than scaling them: refuse to guess.
                 raise BadSampleError(
                     f"{path}: {image.mode} images are not converted; save as 8-bit RGB"
                 )
+            upright = image.getexif().get(_ORIENTATION, 1) in (None, 1)
+            if image.format in ("JPEG", "PNG") and image.mode == "RGB" and upright:
+                array = None
             else:
-                array = np.asarray(image.convert("RGB"))
+                array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except BadSampleError:
         raise
     except Exception as error:
