@@ -22,10 +22,9 @@ import numpy as np
 BUSY = 0.1
 
 
-def emit(report: dict, json_path: str | None, print_json: bool = True) -> None:
+def emit(report: dict, json_path: str | None) -> None:
     """Print ``report`` as JSON and, given a path, write it there atomically."""
-    if print_json:
-        print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
     if json_path:
         from fcn_tf.files import write_json
 

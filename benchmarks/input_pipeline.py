@@ -29,10 +29,14 @@ import glob
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 
 import numpy as np
+
+# Run as a script or imported from elsewhere: the shared helpers sit beside this file.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit, progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -375,7 +375,10 @@ def main(argv: list[str] | None = None) -> dict:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as scratch:
         base = args.model_base_path or os.path.join(scratch, "fcn")
-        if args.model_base_path and list_versions(base):
+        if args.model_base_path:
+            if not list_versions(base):
+                # Never export a random model into the user's folder and time that instead.
+                sys.exit(f"--model-base-path {base}: no numbered version folder to serve")
             folder = os.path.join(base, str(list_versions(base)[-1]))
         else:
             folder = export_model(args, base)

@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"fastest {name}: {fastest['images_per_s']} images/s "
             f"(jit {fastest['jit']}, {fastest['precision']})"
         )
-    emit(report, args.json, print_json=False)
+    emit(report, args.json)
     return report
 
 

@@ -116,10 +116,10 @@ def _as_batch(images) -> tuple[tf.Tensor, bool]:
     images = tf.convert_to_tensor(images)
     if images.dtype != tf.float32:
         images = tf.cast(images, tf.float32)
+    if images.shape.rank not in (3, 4) or images.shape[-1] != 3:
+        raise ValueError(f"images must be [H, W, 3] or [B, H, W, 3], got shape {images.shape}")
     if images.shape.rank == 3:
         return images[tf.newaxis], True
-    if images.shape.rank != 4:
-        raise ValueError(f"images must be [H, W, 3] or [B, H, W, 3], got shape {images.shape}")
     return images, False
 
 

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from fcn_tf.data.converters import camvid
+    from fcn_tf.evaluation.predict import unique_stems
     from fcn_tf.palette import palette_for
     from fcn_tf.serving.client import GrpcClient, RestClient
     from fcn_tf.serving.errors import ServingError
@@ -99,14 +100,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     os.makedirs(args.out, exist_ok=True)
     summary = []
     with client:
-        for path in args.images:
+        for path, stem in zip(args.images, unique_stems(args.images), strict=True):
             start = time.perf_counter()
             try:
                 class_ids = segment(client, path, args.pixels)
             except (ServingError, OSError) as error:  # a message naming the file, no traceback
                 sys.exit(f"{path}: {error}")
             seconds = time.perf_counter() - start
-            mask = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
+            mask = os.path.join(args.out, stem + ".png")
             write_mask(mask, class_ids, colours)
             summary.append(describe(path, mask, class_ids, seconds))
     total = sum(row["seconds"] for row in summary)

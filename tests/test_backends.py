@@ -1,4 +1,5 @@
-"""The networks are keras.ops only: a model saved under TensorFlow runs the same under JAX/torch."""
+"""The networks are keras.ops only: a model saved under TensorFlow runs the same under JAX (and
+torch, where installed: the dev extra leaves it out, its CUDA wheel is several GB)."""
 
 import importlib.util
 import os

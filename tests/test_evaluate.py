@@ -70,6 +70,23 @@ def test_report_equals_scores_of_independent_predictions(model, records, tmp_pat
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(report))
 
 
+def test_some_shards_of_a_split_count_only_their_images(model, tmp_path):
+    folder = tmp_path / "val"
+    convert("synthetic", str(folder), "val", verbose=False, count=5, height=24, width=20, shards=3)
+    one = sorted(folder.glob("*.tfrecord"))[1]
+    report = evaluate(model, str(one), verbose=0)
+    confusion, count = _independent_confusion(model, str(one))
+    assert report["images"] == count < 5
+    assert report["confusion_matrix"] == confusion.tolist()
+    assert report["class_names"] == NAMES  # still read from the split's dataset.json
+    whole = evaluate(model, str(folder), verbose=0)  # a folder: all its shards
+    assert whole["images"] == 5
+    assert (
+        whole["confusion_matrix"]
+        == _independent_confusion(model, str(folder / "*.tfrecord"))[0].tolist()
+    )
+
+
 def test_confusion_picture_is_row_normalised_and_labelled(model, records, tmp_path):
     from PIL import Image
 

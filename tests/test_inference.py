@@ -121,9 +121,10 @@ def test_cached_helper_holds_the_model_weakly():
     assert reference() is None
 
 
-def test_rejects_images_of_the_wrong_rank(fcn8s):
-    with pytest.raises(ValueError, match="images must be"):
-        Predictor(fcn8s, jit_compile=False)(np.zeros((4, 4), "float32"))
+@pytest.mark.parametrize("shape", [(4, 4), (4, 4, 1), (4, 4, 4), (2, 4, 4, 1)])
+def test_rejects_images_of_the_wrong_rank_or_channels(fcn8s, shape):
+    with pytest.raises(ValueError, match=rf"images must be .*got shape \({shape[0]}, "):
+        Predictor(fcn8s, jit_compile=False)(np.zeros(shape, "uint8"))
 
 
 @pytest.mark.parametrize("geometry", ["caffe", "same"])

@@ -218,6 +218,18 @@ def test_fc6_size_sets_the_fc6_kernel(rng):
     assert classifier.get_layer("score").offset == 19 + 2 * 32
 
 
+@pytest.mark.parametrize("fc6_size", [1, 3, 5])
+@pytest.mark.parametrize("geometry", ["caffe", "same"])
+def test_smaller_fc6_keeps_every_output_size(fc6_size, geometry, rng):
+    # A smaller valid fc6 leaves a larger upsampled map, which may run past the cropped skip
+    # (it did for caffe, fc6 3, at 224 and at 352x480: every side with size % 32 in 27..10).
+    options = {**TINY_VGG, "fc6_size": fc6_size}
+    for stride in (16, 8):
+        predict = dynamic(build_fcn(3, stride, geometry=geometry, backbone_options=options))
+        for h, w in [(n, n + 13) for n in range(1, 70, 3)] + [(224, 224), (352, 480)]:
+            assert tuple(predict(images(rng, 1, h, w, 3)).shape) == (1, h, w, 3), (stride, h, w)
+
+
 def test_block_channels_set_each_block_and_keep_the_crops(rng):
     channels = [4, 6, 8, 16, 12]
     model = build_fcn(3, 8, backbone_options={"block_channels": channels, "fc_units": 8})

@@ -115,6 +115,16 @@ def test_bad_inputs_are_named(tmp_path):
     assert list_images([str(tmp_path)]) == [str(tmp_path / "broken.png")]  # .txt is skipped
 
 
+def test_an_image_over_pillows_pixel_limit_is_named(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 30), np.uint8)).save(tmp_path / "huge.png")
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS (a decompression bomb).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    with pytest.raises(ValueError, match=r"huge\.png: not a readable image .*exceeds limit"):
+        read_image(str(tmp_path / "huge.png"))
+
+
 def test_cli_writes_pictures_for_files_and_folders(model, rng, tmp_path, capsys):
     keras_file = str(tmp_path / "model.keras")
     model.save(keras_file)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "benchmarks" / "serving.py"
@@ -58,3 +59,11 @@ def test_the_goal_takes_the_worst_ratio_at_500():
     goal = bench.goal_of(ratios)
     assert goal["worst_ratio"] == 1.2 and goal["met"] is False
     assert bench.goal_of(ratios[:1])["met"] is True
+
+
+def test_an_export_folder_without_versions_is_refused_untouched(tmp_path):
+    empty = tmp_path / "exports"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match=f"{empty}: no numbered version folder"):
+        load_benchmark().main(["--quick", "--model-base-path", str(empty)])
+    assert list(empty.iterdir()) == []  # nothing exported into the user's folder

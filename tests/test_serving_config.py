@@ -150,6 +150,14 @@ def test_local_server_and_client_clis_end_to_end(tmp_path, rng):
         rgb8 = np.repeat(np.round(gray / 257).astype(np.uint8)[..., None], 3, axis=-1)
         expected = colorize(keras_class_ids(model, rgb8[None])[0], palette_for([]))
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "deep/deep.png")), expected)
+        # Two images with one stem get two masks (numbered as training/predict.py does).
+        (tmp_path / "other").mkdir()
+        Image.fromarray(pictures["b.png"]).save(tmp_path / "other" / "a.jpg", quality=95)
+        both = [paths[0], str(tmp_path / "other/a.jpg")]
+        grpc_args = ["--server", f"127.0.0.1:{grpc_port}", "--model", "fcn"]
+        summary = cli.main([*grpc_args, "--out", str(tmp_path / "clash"), *both])
+        assert [row["mask"].rsplit("/", 1)[1] for row in summary] == ["a.png", "a-2.png"]
+        assert Image.open(tmp_path / "clash/a-2.png").size == (5, 8)
         with pytest.raises(SystemExit, match="NOT_FOUND"):
             cli.main(["--server", f"127.0.0.1:{grpc_port}", "--model", "x", paths[0]])
         server.send_signal(signal.SIGTERM)

@@ -111,6 +111,7 @@ def test_values_of_the_wrong_type_are_refused_naming_the_field():
         "solver.learning_rate=fast": r"solver\.learning_rate must be float \| None, got 'fast'",
         "data.crop_size=None": r"data\.crop_size must be .*got 'None' \(write null for none\)",
         "run.jit=1": r"run\.jit must be bool, got 1",
+        "run.jit=null": r"run\.jit must be bool, got None$",  # no hint to write what was written
         "data.train=*.tfrecord": r"override 'data\.train=\*\.tfrecord': .*not valid YAML.*quote",
     }
     for assignment, message in cases.items():
@@ -569,6 +570,17 @@ def test_train_cli_runs_the_default_recipe_with_overrides(tmp_path):
     assert config.name == "shapes_fcn8s" and config.run.steps_per_epoch == 2
     assert config.model.backbone_options == {"width": 0.03125, "fc_units": 8}
     assert keras.models.load_model(run_dir / "model.keras").output_shape == (None, None, None, 6)
+    # Mistakes get a message naming them and exit status 2, not a traceback.
+    for extra, message in [
+        ([], f"{run_dir} already holds a run"),
+        (["--set", "data.bogus=1"], "unknown key 'data.bogus'"),
+        (["--resume", str(tmp_path / "nowhere")], "nowhere is not a run folder"),
+    ]:
+        again = subprocess.run(
+            [*command, *extra], env=environment, capture_output=True, text=True, timeout=240
+        )
+        assert again.returncode == 2 and message in again.stderr, again.stderr[-3000:]
+        assert "Traceback" not in again.stderr
 
 
 def test_skipped_float16_updates_still_count_for_resume(tmp_path, monkeypatch):

@@ -20,15 +20,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RECIPE = os.path.join(HERE, "configs", "shapes_fcn8s.yaml")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one (most options default to the recipe's value)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python training/train.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--config", default=DEFAULT_RECIPE, help="a YAML recipe")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--out", help="the run folder (default: runs/<recipe>-<time>)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a recipe field (YAML value; repeatable)")  # fmt: skip
+    parser.add_argument("--out", help="the run folder; runs/<recipe>-<time> when not given")
     parser.add_argument("--resume", metavar="RUN", help="continue this run folder")
     parser.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT", help="staged training")
     parser.add_argument("--backbone-weights", metavar="FILE", help="ImageNet VGG16 .h5 file")
@@ -36,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                                                "multi_worker", "tpu"])  # fmt: skip
     parser.add_argument("--tpu", help="TPU name or address for --strategy tpu")
     parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"])
-    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                        help="XLA compilation of the step")  # fmt: skip
     parser.add_argument("--train-data", metavar="PATTERN", help="training TFRecords")
     parser.add_argument("--val-data", metavar="PATTERN", help="validation TFRecords")
     parser.add_argument("--epochs", type=int)
@@ -73,21 +84,31 @@ def _assignments(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     from fcn_tf.training import config as recipes
-    from fcn_tf.training.loop import Trainer
+    from fcn_tf.training.loop import NonFiniteLossError, Trainer
     from fcn_tf.training.runs import read_config
 
-    if args.resume:
-        config = recipes.from_dict(read_config(args.resume), where=args.resume)
-        run_dir = args.resume
-    else:
-        config = recipes.load_recipe(args.config)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = args.out or os.path.join("runs", f"{config.name}-{stamp}")
-    config = recipes.override(config, _assignments(args))
+    try:  # a bad recipe, override or run folder: a message, not a traceback
+        if args.resume:
+            config = recipes.from_dict(read_config(args.resume), where=args.resume)
+            run_dir = args.resume
+        else:
+            config = recipes.load_recipe(args.config)
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = args.out or os.path.join("runs", f"{config.name}-{stamp}")
+        config = recipes.override(config, _assignments(args))
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     trainer = Trainer(config, run_dir, init_from=args.init_from, verbose=0 if args.quiet else 1)
-    result = trainer.fit(resume=bool(args.resume))
+    try:
+        result = trainer.fit(resume=bool(args.resume))
+    except FileExistsError as error:
+        parser.error(str(error))
+    except NonFiniteLossError as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 1
     if trainer.chief:
         _report(result, config.name)
     return 0

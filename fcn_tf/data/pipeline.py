@@ -129,7 +129,7 @@ def list_files(files_or_pattern: str | os.PathLike | Sequence[str | os.PathLike]
         else:
             matched = [f for f in sorted(tf.io.gfile.glob(pattern)) if f == pattern or _record(f)]
             if not matched:
-                raise FileNotFoundError(f"no record file matches {pattern!r}")
+                raise FileNotFoundError(f"no file matches {pattern!r}")
         files.extend(matched)
     if not files:
         raise ValueError("no input files given")

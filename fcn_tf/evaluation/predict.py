@@ -32,7 +32,14 @@ import numpy as np
 
 from fcn_tf.evaluation.models import open_model
 
-__all__ = ["IMAGE_EXTENSIONS", "PALETTES", "list_images", "predict_images", "read_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "PALETTES",
+    "list_images",
+    "predict_images",
+    "read_image",
+    "unique_stems",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 PALETTES = ("auto", "voc", "camvid")
@@ -51,7 +58,7 @@ def read_image(path: str) -> np.ndarray:
                 values = np.clip(np.asarray(image, np.float64), 0, 65535)
                 image = Image.fromarray(np.round(values / 257).astype(np.uint8))
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise ValueError(f"{path}: not a readable image ({error})") from None
 
 
@@ -97,10 +104,10 @@ def _palette(class_names: list[str], palette: str) -> np.ndarray:
     return palette_for(class_names)
 
 
-def _unique_stems(files: list[str]) -> list[str]:
+def unique_stems(files: list[str]) -> list[str]:
     """Output names: each file's stem, numbered on a clash with any name already taken.
 
-    >>> _unique_stems(["a/x.png", "b/x.png", "c/x-2.png"])
+    >>> unique_stems(["a/x.png", "b/x.png", "c/x-2.png"])
     ['x', 'x-2', 'x-2-2']
     """
     stems, used = [], set()
@@ -152,7 +159,7 @@ def predict_images(
     os.makedirs(out_dir, exist_ok=True)
     bar = keras.utils.Progbar(len(files), verbose=verbose, unit_name="image")
     results = []
-    for path, stem in zip(files, _unique_stems(files), strict=True):
+    for path, stem in zip(files, unique_stems(files), strict=True):
         image = read_image(path)
         ids = segmenter(image[None])[0]
         present = [int(i) for i in np.unique(ids)]

@@ -62,16 +62,20 @@ def _upsample(x, factor: int, target, name: str, learned: bool):
 
 
 def _fuse(upscored, skip, pool: str, upscore_name: str):
-    """Crop the larger of two aligned score maps to the other and sum them (``fuse_poolN``).
+    """Crop two aligned score maps to their overlap and sum them (``fuse_poolN``).
 
     The reference crops the skip (its pool4 is larger, thanks to the 100-pixel pad); without
-    that pad the upsampled map is the larger one.
+    that pad the upsampled map starts first. Either may end first at the bottom and right (the
+    reference's does not, but a smaller ``fc6_size`` leaves a larger upsampled map), so the
+    map cropped first is then cut again to the other's end.
     """
     offset = crop_offset(skip, upscored)
     if offset > 0:
         skip = Crop(offset, name=f"score_{pool}c")([skip, upscored])
+        upscored = Crop(0, name=f"{upscore_name}c")([upscored, skip])
     else:
         upscored = Crop(-offset, name=f"{upscore_name}c")([upscored, skip])
+        skip = Crop(0, name=f"score_{pool}c")([skip, upscored])
     return layers.Add(name=f"fuse_{pool}")([upscored, skip])
 
 

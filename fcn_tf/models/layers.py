@@ -72,9 +72,14 @@ class Preprocess(keras.layers.Layer):
 class Crop(keras.layers.Layer):
     """Caffe's ``Crop``: ``inputs[0][:, o:o+H, o:o+W]`` where ``H, W`` are ``inputs[1]``'s.
 
+    Where ``inputs[0]`` ends first the result is shorter, as the slice is (Caffe refuses):
+    :func:`fcn_tf.models.fcn.build_fcn` then cuts the other map to the overlap too.
+
     >>> x, ref = ops.ones((1, 10, 12, 2)), ops.ones((1, 4, 5, 3))
     >>> tuple(Crop(offset=3)([x, ref]).shape)
     (1, 4, 5, 2)
+    >>> tuple(Crop(offset=8)([x, ref]).shape)
+    (1, 2, 4, 2)
     """
 
     def __init__(self, offset: int, **kwargs):
@@ -91,7 +96,11 @@ class Crop(keras.layers.Layer):
 
     def compute_output_shape(self, input_shapes):
         x_shape, ref_shape = input_shapes
-        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+        sides = [
+            r if x is None or r is None else max(0, min(r, x - self.offset))
+            for x, r in zip(x_shape[1:3], ref_shape[1:3], strict=True)
+        ]
+        return (x_shape[0], *sides, x_shape[3])
 
     def coord_map(self) -> CoordMap:
         return CoordMap(shift=-Fraction(self.offset))

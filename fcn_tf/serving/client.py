@@ -1,7 +1,8 @@
 """Clients of a TF Serving model server (or :mod:`fcn_tf.serving.server`) for fcn_tf exports.
 
 :class:`GrpcClient` speaks gRPC through ``tensorflow_serving.apis``' own stubs;
-:class:`RestClient` speaks TF Serving's REST API through ``urllib`` (no other dependency).
+:class:`RestClient` speaks TF Serving's REST API through ``urllib`` (the module needs the
+``serving`` extra either way: it shares the stubs' message types).
 Both offer the same calls: :meth:`~Client.predict` (uint8 pixels, ``serving_default``),
 :meth:`~Client.predict_bytes` (encoded PNG/JPEG files, ``predict_image_bytes``, each mask
 cropped to its image), :meth:`~Client.call` (any signature) and ``metadata()``. Failures

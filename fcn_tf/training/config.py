@@ -221,7 +221,8 @@ def _typed(field: dataclasses.Field, value: Any, where: str) -> Any:
     floats in float fields, so a recipe's ``lr: 1`` and ``lr: 1.0`` are the same run."""
     kinds = [kind.split("[")[0] for kind in str(field.type).split(" | ")]
     if not any(_KINDS[kind](value) for kind in kinds):
-        hint = " (write null for none)" if str(value).lower() in ("none", "null") else ""
+        spelled = isinstance(value, str) and value.lower() in ("none", "null")
+        hint = " (write null for none)" if spelled and "None" in kinds else ""
         raise ValueError(f"{where}.{field.name} must be {field.type}, got {value!r}{hint}")
     if "float" in kinds and "int" not in kinds and isinstance(value, int):
         return float(value)

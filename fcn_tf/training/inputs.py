@@ -51,6 +51,9 @@ def count_records(files: list[str]) -> int:
     return int(tf.data.TFRecordDataset(files).reduce(0, lambda count, _: count + 1))
 
 
+_SPLIT_TOTALS = ("count", "class_pixel_counts", "mean_rgb", "skipped")
+
+
 def _metadata_beside(files: list[str]) -> dict[str, Any] | None:
     folders = {os.path.dirname(f) for f in files}
     if len(folders) != 1:
@@ -62,7 +65,13 @@ def _metadata_beside(files: list[str]) -> dict[str, Any] | None:
         metadata = json.load(file)
     # Several splits may share a folder only through dataset.json naming the files.
     listed = {os.path.join(os.path.dirname(path), name) for name in metadata.get("files", [])}
-    return metadata if not listed or set(files) <= listed else None
+    if listed and not set(files) <= listed:
+        return None
+    if listed and set(files) < listed:
+        # Some of the split's shards: its class names hold, its counts do not.
+        metadata = {k: v for k, v in metadata.items() if k not in _SPLIT_TOTALS}
+        metadata["files"] = [os.path.basename(f) for f in files]
+    return metadata
 
 
 def _convert_once(data: DataConfig, split: str, verbose: bool) -> str:
