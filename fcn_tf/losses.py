@@ -27,13 +27,15 @@ class SegmentationCrossEntropy(keras.losses.Loss):
     Args:
         ignore_label: label value to skip (e.g. the VOC boundary label 255), or ``None`` to
             skip only labels outside ``[0, C)``.
-        normalize: ``"none"`` sums the loss over valid pixels, as the reference Caffe solver
-            (``normalize: false``; needs a correspondingly tiny learning rate);
+        normalize: ``"none"`` sums the loss over valid pixels and images;
             ``"valid"`` averages over valid pixels (0 when there are none);
-            ``"batch"`` divides the sum by the batch size ``B`` (Caffe's ``BATCH_SIZE``).
+            ``"batch"`` divides the sum by the batch size ``B``: Caffe's ``normalize: false``
+            (``BATCH_SIZE``), the reference solver's summed loss (it needs a correspondingly
+            tiny learning rate); at batch 1 it equals ``"none"``.
         sample_probability: loss sampling (paper, section 3.4): each ``cell_size`` x
-            ``cell_size`` cell of pixels (a final-layer cell: ``cell_size`` is the output
-            stride) keeps its loss terms with this probability and drops them otherwise, a
+            ``cell_size`` cell of pixels (the trainer uses the output stride; the grid is the
+            label map's, not the final layer's cells) keeps its loss terms with this
+            probability and drops them otherwise, a
             fresh draw at every call; kept terms are divided by the probability, so the
             expected value is the unsampled loss (the normaliser is not changed). 1 (the
             default) is whole-image training, exactly the unsampled loss.

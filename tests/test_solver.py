@@ -164,16 +164,24 @@ def test_schedules_closed_forms():
 def test_heavy_preset(stride, lr):
     config = preset("heavy", stride)
     assert (config.learning_rate, config.momentum, config.weight_decay) == (lr, 0.99, 5e-4)
-    assert (config.accumulate, config.normalize, config.schedule) == (1, "none", "fixed")
+    assert (config.accumulate, config.normalize, config.schedule) == (1, "batch", "fixed")
     assert (config.bias_lr_mult, config.bias_decay) == (2.0, False)
     optimizer = make_optimizer(config)
     assert optimizer.gradient_accumulation_steps is None
     np.testing.assert_allclose(float(optimizer.learning_rate), lr, rtol=1e-6)
-    assert make_loss(config).normalize == "none"
+    assert make_loss(config).normalize == "batch"  # Caffe's normalize: false
+
+
+def test_staged_rates_drop_100x_per_stage_and_at_once_keeps_the_first():
+    # Paper, section 4.2, and the authors' solver.prototxt files (voc-fcn8s-atonce: 1e-10).
+    for name, first in (("heavy", 1e-10), ("normalized", 1e-4)):
+        rates = [preset(name, stride).learning_rate for stride in (32, 16, 8)]
+        np.testing.assert_allclose(rates, [first, first / 100, first / 10000], rtol=1e-12)
+        assert preset(name, 8, at_once=True).learning_rate == first
 
 
 def test_normalized_preset_and_validation():
-    config = preset("normalized", 8)
+    config = preset("normalized", 32)
     assert (config.learning_rate, config.momentum, config.weight_decay) == (1e-4, 0.9, 5e-4)
     assert (config.accumulate, config.normalize) == (20, "valid")
     assert make_optimizer(config).gradient_accumulation_steps == 20

@@ -112,9 +112,9 @@ class SolverSection:
     (``null`` fields keep the preset's value); ``adam``/``adamw`` use the same learning rate,
     schedule and accumulation (``weight_decay`` is AdamW's decoupled decay).
 
-    ``loss_sampling`` < 1 is the paper's loss sampling (section 3.4): each final-layer cell
-    (``model.output_stride`` pixels square) keeps its loss with this probability, renormalised
-    so that the expected loss is the whole-image one."""
+    ``loss_sampling`` < 1 is the paper's loss sampling (section 3.4): each
+    ``model.output_stride`` pixels square cell of the labels keeps its loss with this
+    probability, renormalised so that the expected loss is the whole-image one."""
 
     optimizer: str = "sgd"
     preset: str = "normalized"

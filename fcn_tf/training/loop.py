@@ -86,6 +86,7 @@ def solver_config(config: TrainConfig, total_steps: int) -> SolverConfig:
     return preset(
         solver.preset,
         config.model.output_stride,
+        config.model.at_once,
         schedule=solver.schedule,
         power=solver.power,
         step_size=solver.step_size,
@@ -98,7 +99,7 @@ def solver_config(config: TrainConfig, total_steps: int) -> SolverConfig:
 def _accumulate(config: TrainConfig) -> int:
     if config.solver.accumulate is not None:
         return config.solver.accumulate
-    return preset(config.solver.preset, config.model.output_stride).accumulate
+    return preset(config.solver.preset, config.model.output_stride, config.model.at_once).accumulate
 
 
 def build_optimizer(config: TrainConfig, solver: SolverConfig) -> keras.optimizers.Optimizer:

@@ -8,9 +8,11 @@ Caffe's ``SGDSolver`` update for a parameter ``w`` with gradient ``g`` at iterat
     w = w - v                                  # Net::Update
 
 The authors' nets give weights ``lr_mult: 1, decay_mult: 1`` and biases ``lr_mult: 2,
-decay_mult: 0``; the final upsampler has ``lr_mult: 0`` and here is a non-trainable layer, so
-no optimizer ever sees it. :class:`ReferenceSGD` implements that update; :func:`preset` gives
-the two configurations of the trainer and :func:`make_optimizer` builds the optimizer.
+decay_mult: 0``; every upsampler has ``lr_mult: 0``. The final one is a non-trainable layer
+here, so no optimizer ever sees it; the intermediate ones learn unless the model is built with
+``learn_upsampling=False`` (the VOC recipes do, as the reference). :class:`ReferenceSGD`
+implements that update; :func:`preset` gives the two configurations of the trainer and
+:func:`make_optimizer` builds the optimizer.
 
 >>> config = preset("normalized", output_stride=8, schedule="poly", total_steps=1000)
 >>> optimizer = make_optimizer(config)
@@ -47,8 +49,11 @@ SCHEDULES = ("fixed", "poly", "step")
 PRESETS = ("heavy", "normalized")
 
 # The authors' base_lr for the summed ("unnormalized softmax") loss, by output stride
-# (voc-fcn32s/16s/8s solver.prototxt).
+# (voc-fcn32s/16s/8s solver.prototxt; voc-fcn8s-atonce trains at the FCN-32s rate).
 HEAVY_LEARNING_RATES = {32: 1e-10, 16: 1e-12, 8: 1e-14}
+# The paper's mean-loss rate (section 4.3), divided by 100 at each finer stage (section 4.2:
+# "the learning rate is decreased by a factor of 100"), as the authors' solvers do.
+NORMALIZED_LEARNING_RATES = {32: 1e-4, 16: 1e-6, 8: 1e-8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,35 +108,40 @@ class SolverConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
 
 
-def preset(name: str, output_stride: int = 8, **overrides: Any) -> SolverConfig:
+def preset(
+    name: str, output_stride: int = 8, at_once: bool = False, **overrides: Any
+) -> SolverConfig:
     """The trainer's two reference configurations, optionally with fields overridden.
 
-    ``"heavy"`` is the authors' released solver: summed loss, ``base_lr`` 1e-10 / 1e-12 /
-    1e-14 for FCN-32s / 16s / 8s, momentum 0.99, one whole image per update.
-    ``"normalized"`` is the paper's section 4.3: mean loss, lr 1e-4, momentum 0.9 and a
-    minibatch of 20 whole images by gradient accumulation. Both decay weights by 5e-4.
+    ``"heavy"`` is the authors' released solver: summed loss (per image: Caffe's
+    ``normalize: false``), ``base_lr`` 1e-10 / 1e-12 / 1e-14 for FCN-32s / 16s / 8s, momentum
+    0.99, one whole image per update. ``"normalized"`` is the paper's section 4.3: mean loss,
+    lr 1e-4 / 1e-6 / 1e-8, momentum 0.9 and a minibatch of 20 whole images by gradient
+    accumulation. Both decay weights by 5e-4. The finer rates are for staged training (each
+    stage starts from the coarser net); ``at_once`` nets train at the FCN-32s rate.
 
-    >>> preset("heavy", 16).learning_rate
-    1e-12
+    >>> preset("heavy", 16).learning_rate, preset("heavy", 8, at_once=True).learning_rate
+    (1e-12, 1e-10)
     >>> config = preset("normalized", 32, schedule="poly", total_steps=100)
     >>> config.learning_rate, config.accumulate, config.schedule
     (0.0001, 20, 'poly')
     """
     if output_stride not in HEAVY_LEARNING_RATES:
         raise ValueError(f"output_stride must be 32, 16 or 8, got {output_stride!r}")
+    stage = 32 if at_once else output_stride
     if name == "heavy":
         base = SolverConfig(
             preset=name,
-            learning_rate=HEAVY_LEARNING_RATES[output_stride],
+            learning_rate=HEAVY_LEARNING_RATES[stage],
             momentum=0.99,
             weight_decay=5e-4,
             accumulate=1,
-            normalize="none",
+            normalize="batch",
         )
     elif name == "normalized":
         base = SolverConfig(
             preset=name,
-            learning_rate=1e-4,
+            learning_rate=NORMALIZED_LEARNING_RATES[stage],
             momentum=0.9,
             weight_decay=5e-4,
             accumulate=20,
@@ -362,9 +372,9 @@ def make_optimizer(config: SolverConfig, **kwargs: Any) -> ReferenceSGD:
 
 
 def make_loss(config: SolverConfig, ignore_label: int | None = 255) -> SegmentationCrossEntropy:
-    """The loss a configuration's learning rate is meant for (summed or averaged).
+    """The loss a configuration's learning rate is meant for (summed per image or averaged).
 
     >>> make_loss(preset("heavy")).normalize
-    'none'
+    'batch'
     """
     return SegmentationCrossEntropy(ignore_label=ignore_label, normalize=config.normalize)
