@@ -370,16 +370,17 @@ def main(argv: list[str] | None = None) -> dict:
     import keras
     import tensorflow as tf
 
-    from fcn_tf.export import list_versions
+    from fcn_tf.export.versions import version_folders
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as scratch:
         base = args.model_base_path or os.path.join(scratch, "fcn")
         if args.model_base_path:
-            if not list_versions(base):
+            folders = version_folders(base)
+            if not folders:
                 # Never export a random model into the user's folder and time that instead.
                 sys.exit(f"--model-base-path {base}: no numbered version folder to serve")
-            folder = os.path.join(base, str(list_versions(base)[-1]))
+            folder = os.path.join(base, folders[max(folders)])
         else:
             folder = export_model(args, base)
         port = free_port()

@@ -133,6 +133,16 @@ def test_an_empty_request_gives_empty_outputs(exported):
     assert out[constants.OUTPUT_IMAGE_SIZE].shape == (0, 2)
 
 
+def test_an_empty_batch_of_pixels_gives_empty_outputs(exported):
+    signatures = exported[1].signatures
+    empty = {constants.INPUT_IMAGES: tf.zeros([0, 7, 9, 3], tf.uint8)}
+    assert signatures[constants.SERVING_DEFAULT](**empty)[constants.OUTPUT_CLASS_IDS].shape == (
+        0, 7, 9,
+    )  # fmt: skip
+    probabilities = signatures[constants.PROBABILITIES](**empty)[constants.OUTPUT_PROBABILITIES]
+    assert probabilities.shape == (0, 7, 9, NUM_CLASSES) and probabilities.dtype == tf.float32
+
+
 def test_signatures_have_dynamic_batch_height_and_width(exported):
     signatures = exported[1].signatures
     assert set(signatures) == {
@@ -201,6 +211,14 @@ def test_probabilities_are_opt_in_and_many_classes_give_int32(tmp_path, rng):
     assert out[constants.OUTPUT_CLASS_IDS].dtype == tf.int32
     np.testing.assert_array_equal(out[constants.OUTPUT_CLASS_IDS][0], expected[0])
     assert read_metadata(folder)["class_names"] == [f"class_{i}" for i in range(300)]
+
+
+def test_a_model_that_does_not_keep_the_input_size_is_refused(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    coarse = keras.layers.Conv2D(3, 3, strides=2, padding="same")(inputs)
+    with pytest.raises(ValueError, match="a 33x35 input gives 17x18 scores"):
+        export_saved_model(keras.Model(inputs, coarse), str(tmp_path))
+    assert os.listdir(tmp_path) == []
 
 
 def test_wrong_class_name_count_is_refused(tmp_path):

@@ -188,3 +188,13 @@ def test_tensor_inputs_must_be_rgb_and_within_the_budget(signatures, name):
     assert out[constants.OUTPUT_CLASS_IDS].shape == (2, 64, 64)
     with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor"):
         signature(**{constants.INPUT_IMAGES: tf.zeros((1, 8, 8, 3), tf.float32)})
+
+
+def test_a_budget_under_the_warm_up_image_still_loads_and_serves(model, tmp_path, rng):
+    from fcn_tf.serving.servable import load_version
+
+    folder = export_saved_model(model, str(tmp_path), max_pixels=500)  # under 32 x 32
+    servable = load_version(folder, 1)  # warms up on an image within the budget
+    image = rng.integers(0, 256, (1, 20, 25, 3), dtype=np.uint8)
+    out = servable.signatures[constants.SERVING_DEFAULT].run({constants.INPUT_IMAGES: image})
+    np.testing.assert_array_equal(out[constants.OUTPUT_CLASS_IDS][0], class_ids(model, image[0]))

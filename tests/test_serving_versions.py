@@ -187,6 +187,38 @@ def test_a_version_that_fails_to_load_is_skipped_and_retried_when_rewritten(
         np.testing.assert_array_equal(predict(stub)[1], expected[1])
 
 
+def test_a_version_seen_half_copied_is_retried_once_complete(staged, expected, tmp_path):
+    copy_version(staged, tmp_path, 1)
+    # A plain `cp -r` into the base path: saved_model.pb lands before the variables.
+    os.makedirs(tmp_path / "2")
+    shutil.copy(staged / "2" / "saved_model.pb", tmp_path / "2" / "saved_model.pb")
+    with serving(single_model_config("fcn", str(tmp_path))) as (server, stub):
+        assert predict(stub)[0] == 1
+        assert [row["state"] for row in server.registry.model("fcn").status()][:1] == ["END"]
+        for entry in (staged / "2").iterdir():  # the rest; saved_model.pb stays untouched
+            if entry.is_dir():
+                shutil.copytree(entry, tmp_path / "2" / entry.name)
+            elif entry.name != "saved_model.pb":
+                shutil.copy(entry, tmp_path / "2" / entry.name)
+        wait_for(lambda: predict(stub)[0] == 2)
+        np.testing.assert_array_equal(predict(stub)[1], expected[2])
+
+
+def test_zero_padded_version_folders_are_served_and_never_overwritten(staged, expected, tmp_path):
+    from fcn_tf.export import list_versions
+    from fcn_tf.export.versions import check_free
+
+    copy_version(staged, tmp_path, 1)
+    os.rename(tmp_path / "1", tmp_path / "007")  # as TF Serving's own test data names them
+    assert list_versions(str(tmp_path)) == [7]
+    with pytest.raises(FileExistsError, match="007 exists"):
+        check_free(str(tmp_path), 7)
+    with serving(single_model_config("fcn", str(tmp_path))) as (_, stub):
+        version, class_ids = predict(stub)
+        assert version == 7
+        np.testing.assert_array_equal(class_ids, expected[1])
+
+
 def test_version_policies_and_labels_of_a_model_config(staged, expected, tmp_path):
     copy_version(staged, tmp_path, 1)
     copy_version(staged, tmp_path, 2)

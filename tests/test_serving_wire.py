@@ -72,6 +72,38 @@ def test_rest_routes():
         assert caught.value.code == grpc.StatusCode.NOT_FOUND
 
 
+def test_a_version_beyond_int64_is_invalid_argument_as_in_tf_serving():
+    assert route(f"/v1/models/fcn/versions/{2**63 - 1}")[1] == 2**63 - 1
+    with pytest.raises(ServingError, match="Failed to convert version") as caught:
+        route(f"/v1/models/fcn/versions/{2**63}:predict")
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("reply", [b"", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}"])
+def test_rest_client_turns_a_dropped_connection_into_unavailable(reply):
+    import socket
+    import threading
+
+    from fcn_tf.serving import RestClient
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_and_hang_up():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(reply)  # nothing, or a reply cut short
+
+    thread = threading.Thread(target=answer_and_hang_up, daemon=True)
+    thread.start()
+    client = RestClient(f"http://127.0.0.1:{listener.getsockname()[1]}", "fcn", timeout=10)
+    with pytest.raises(ServingError, match=r"127\.0\.0\.1") as caught:
+        client.status()
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    thread.join(10)
+    listener.close()
+
+
 def test_row_and_columnar_requests_give_the_same_arrays():
     signature = Signature("serving_default", None, {"images": UINT8}, ("class_ids",))
     images = np.arange(2 * 2 * 3 * 3).reshape(2, 2, 3, 3) % 256

@@ -58,12 +58,14 @@ def saved_model_dir(path: str) -> str | None:
         return path
     if not os.path.isdir(path):
         return None
-    from fcn_tf.export import list_versions
+    from fcn_tf.export.versions import version_folders
 
-    versions = [
-        v for v in list_versions(path) if os.path.isfile(os.path.join(path, str(v), _SAVED_MODEL))
+    folders = [
+        os.path.join(path, name)
+        for _, name in sorted(version_folders(path).items())
+        if os.path.isfile(os.path.join(path, name, _SAVED_MODEL))
     ]
-    return os.path.join(path, str(versions[-1])) if versions else None
+    return folders[-1] if folders else None
 
 
 def _from_keras(model: keras.Model, source: str, class_names: list[str] | None) -> Segmenter:

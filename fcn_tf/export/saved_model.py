@@ -145,6 +145,21 @@ def _class_names(model: keras.Model, class_names: Sequence[str] | None) -> list[
     return [str(name) for name in class_names]
 
 
+_PROBE_SIZE = (33, 35)  # odd sides, not multiples of any stride
+
+
+def _check_segmenter(model: keras.Model) -> None:
+    """The signatures promise one score per input pixel: refuse a model that does not keep
+    the input's size (a trunk without its upsampling, a rarefied ``score_fr``)."""
+    logits = model(tf.zeros((1, *_PROBE_SIZE, 3)), training=False)
+    if tuple(logits.shape[1:3]) != _PROBE_SIZE:
+        raise ValueError(
+            f"{model.name}: a {_PROBE_SIZE[0]}x{_PROBE_SIZE[1]} input gives "
+            f"{logits.shape[1]}x{logits.shape[2]} scores; exported models must map "
+            "[B, H, W, 3] images to [B, H, W, C] logits"
+        )
+
+
 def export_saved_model(
     model: keras.Model,
     model_base_path: str,
@@ -183,6 +198,7 @@ def export_saved_model(
         )
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    _check_segmenter(model)
     names = _class_names(model, class_names)
     servable = _Servable(model, _signatures(model, probabilities, max_pixels))
     signatures = servable.concrete_functions()

@@ -63,13 +63,22 @@ def _checked_images(images: tf.Tensor, max_pixels: int) -> tf.Tensor:
         return tf.cast(images, tf.float32)
 
 
+def _unless_empty(images: tf.Tensor, compute: Callable, dtype, trailing: tuple) -> tf.Tensor:
+    """``compute()``, or an empty ``[0, H, W, *trailing]`` result for an empty batch (the
+    network's convolutions refuse a batch of none)."""
+    shape = tf.shape(images)
+    empty = tf.concat([[0], shape[1:3], tf.constant(trailing, tf.int32)], 0)
+    return tf.cond(shape[0] > 0, compute, lambda: tf.zeros(empty, dtype))
+
+
 def class_ids_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor], dict]:
     """``serving_default``: uint8 RGB ``[B, H, W, 3]`` -> ``class_ids`` ``[B, H, W]``."""
     dtype = class_dtype(num_classes_of(model))
 
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
         floats = _checked_images(images, max_pixels)
-        return {constants.OUTPUT_CLASS_IDS: class_ids(model, dtype, floats)}
+        ids = _unless_empty(floats, lambda: class_ids(model, dtype, floats), dtype, ())
+        return {constants.OUTPUT_CLASS_IDS: ids}
 
     return serving_default
 
@@ -78,9 +87,15 @@ def probabilities_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor
     """``probabilities``: uint8 RGB ``[B, H, W, 3]`` -> float32 softmax ``[B, H, W, C]``."""
 
     def probabilities(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = model(_checked_images(images, max_pixels), training=False)
-        # Softmax in float32 whatever the model computes in (mixed precision).
-        return {constants.OUTPUT_PROBABILITIES: tf.nn.softmax(tf.cast(logits, tf.float32))}
+        floats = _checked_images(images, max_pixels)
+
+        def softmax() -> tf.Tensor:
+            # In float32 whatever the model computes in (mixed precision).
+            return tf.nn.softmax(tf.cast(model(floats, training=False), tf.float32))
+
+        classes = (num_classes_of(model),)
+        probabilities = _unless_empty(floats, softmax, tf.float32, classes)
+        return {constants.OUTPUT_PROBABILITIES: probabilities}
 
     return probabilities
 

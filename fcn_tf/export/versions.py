@@ -20,24 +20,35 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 
-__all__ = ["check_free", "list_versions", "next_version", "publish_version"]
+__all__ = ["check_free", "list_versions", "next_version", "publish_version", "version_folders"]
 
 # Renames lost to concurrent exporters that an automatically numbered export retries.
 _RETRIES = 10
 
 
-def list_versions(model_base_path: str) -> list[int]:
-    """The version numbers under ``model_base_path``, ascending (none when it does not exist).
+def version_folders(model_base_path: str) -> dict[int, str]:
+    """The version folders under ``model_base_path``: number -> folder name (``7`` or ``007``).
 
-    Only names TF Serving would load count: decimal digits, no sign or spaces.
+    Only names TF Serving would load count: decimal digits, no sign or spaces. Where two
+    names give one number, the plain spelling wins, else the first in sorted order.
     """
     if not os.path.isdir(model_base_path):
-        return []
-    return sorted(
-        int(entry.name)
-        for entry in os.scandir(model_base_path)
-        if entry.name.isascii() and entry.name.isdigit() and entry.is_dir()
-    )
+        return {}
+    folders: dict[int, str] = {}
+    for name in sorted(e.name for e in os.scandir(model_base_path) if _version_folder(e)):
+        number = int(name)
+        if number not in folders or name == str(number):
+            folders[number] = name
+    return folders
+
+
+def _version_folder(entry: os.DirEntry) -> bool:
+    return entry.name.isascii() and entry.name.isdigit() and entry.is_dir()
+
+
+def list_versions(model_base_path: str) -> list[int]:
+    """The version numbers under ``model_base_path``, ascending (none when it does not exist)."""
+    return sorted(version_folders(model_base_path))
 
 
 def next_version(model_base_path: str) -> int:
@@ -61,8 +72,10 @@ def check_free(model_base_path: str, version: int) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"version must be a non-negative integer, got {version!r}")
     final = os.path.join(model_base_path, str(version))
-    if os.path.lexists(final):
-        raise FileExistsError(f"{final} exists: versions are never overwritten")
+    taken = version_folders(model_base_path).get(version)
+    if os.path.lexists(final) or taken is not None:
+        where = os.path.join(model_base_path, taken) if taken else final
+        raise FileExistsError(f"{where} exists: versions are never overwritten")
     return version
 
 

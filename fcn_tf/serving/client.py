@@ -18,6 +18,7 @@ fcn_tf.serving.errors.ServingError: UNAVAILABLE: ...
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -256,6 +257,10 @@ class RestClient(Client):
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{url}: timed out") from None
         except urllib.error.URLError as error:
             raise ServingError(grpc.StatusCode.UNAVAILABLE, f"{url}: {error.reason}") from None
+        except (http.client.HTTPException, ConnectionError) as error:
+            # The server went away mid-reply (a restart, a crash): as gRPC would say.
+            message = f"{url}: {type(error).__name__}: {error}"
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, message) from None
 
 
 def _error_text(error: urllib.error.HTTPError) -> str:

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 import grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from fcn_tf.export import list_versions
+from fcn_tf.export.versions import version_folders
 from fcn_tf.serving.errors import ServingError, not_found
 from fcn_tf.serving.servable import Servable, load_version
 
@@ -47,7 +47,8 @@ class ServedModel:
         self.name = config.name
         self.warmup = warmup
         self._servables: Mapping[int, Servable] = {}
-        self._failed: dict[int, tuple[float, str]] = {}  # version -> (pb mtime, error)
+        self._failed: dict[int, tuple[tuple, str]] = {}  # version -> (fingerprint, error)
+        self._folders: dict[int, str] = {}  # version -> its folder's name ("7" or "007")
         self._refresh_lock = threading.Lock()
         self._reported_empty = False
 
@@ -85,23 +86,31 @@ class ServedModel:
 
     def _failed_still(self, version: int) -> bool:
         failure = self._failed.get(version)
-        return failure is not None and failure[0] == self._pb_mtime(version)
+        return failure is not None and failure[0] == self._fingerprint(version)
 
-    def _pb_mtime(self, version: int) -> float:
-        try:
-            return os.stat(self._path(version) + "/saved_model.pb").st_mtime
-        except OSError:
-            return -1.0
+    def _fingerprint(self, version: int) -> tuple:
+        """Every file of the version folder with its size and mtime: a failed load is retried
+        once anything in it changes (a copy that was still in progress, a rewrite)."""
+        files = []
+        for folder, _, names in os.walk(self._path(version)):
+            for name in names:
+                try:
+                    info = os.stat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                files.append((os.path.join(folder, name), info.st_size, info.st_mtime_ns))
+        return tuple(sorted(files))
 
     def _path(self, version: int) -> str:
-        return os.path.join(self.config.base_path, str(version))
+        return os.path.join(self.config.base_path, self._folders.get(version, str(version)))
 
     def refresh(self) -> None:
         """Load the versions the policy wants that are not loaded, then swap them in."""
         with self._refresh_lock:
             current = self._servables
             while True:
-                on_disk = list_versions(self.config.base_path)
+                self._folders = version_folders(self.config.base_path)
+                on_disk = sorted(self._folders)
                 self._report_empty(on_disk)
                 for gone in set(self._failed) - set(on_disk):
                     del self._failed[gone]
@@ -120,10 +129,12 @@ class ServedModel:
 
     def _load(self, version: int) -> Servable | None:
         path = self._path(version)
+        # Taken before loading: a copy that goes on during the attempt changes it again.
+        fingerprint = self._fingerprint(version)
         try:
             servable = load_version(path, version, warmup=self.warmup)
         except Exception as error:  # any broken SavedModel: keep serving what was there
-            self._failed[version] = (self._pb_mtime(version), f"{type(error).__name__}: {error}")
+            self._failed[version] = (fingerprint, f"{type(error).__name__}: {error}")
             log.error(
                 "model %s: version %d at %s failed to load: %s", self.name, version, path, error
             )

@@ -50,6 +50,9 @@ def route(path: str) -> tuple[str, int | None, str, str]:
     if match is None:
         raise not_found(f"no such resource: {path} (try /v1/models/NAME[:predict|/metadata])")
     version = match["version"]
+    if version is not None and int(version) >= 2**63:
+        # TF Serving parses the version as an int64 (absl::SimpleAtoi) and refuses the rest.
+        raise invalid(f"Failed to convert version: {version} to numeric.")
     return (
         match["name"],
         int(version) if version is not None else None,

@@ -21,6 +21,7 @@ corrupt bytes) become the status codes TF Serving would send.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -37,7 +38,7 @@ from fcn_tf.serving.errors import ServingError, from_tf_error, invalid
 __all__ = ["Servable", "Signature", "load_version", "read_signature_defs"]
 
 # Cheap first call at load time, so that the first request does not pay for lazy set-up.
-_WARMUP_SHAPE = (1, 32, 32, 3)
+_WARMUP_SIDE = 32  # pixels, or less where the export's max_pixels is smaller
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +174,8 @@ def load_version(path: str, version: int, warmup: bool = True) -> Servable:
         )
     default = signatures.get(constants.SERVING_DEFAULT)
     if warmup and default is not None and list(default.inputs) == [constants.INPUT_IMAGES]:
-        default.run({constants.INPUT_IMAGES: np.zeros(_WARMUP_SHAPE, np.uint8)})
+        side = min(_WARMUP_SIDE, math.isqrt(max_pixels)) if max_pixels else _WARMUP_SIDE
+        default.run({constants.INPUT_IMAGES: np.zeros((1, side, side, 3), np.uint8)})
     return Servable(
         version=version,
         path=path,
