@@ -4,7 +4,8 @@ Configurations (``--configs``):
 
 * ``paper``: FCN-8s VGG16 in the reference (``caffe``) geometry on whole 500 x 500 images,
   batch 1, with the authors' solver: the :class:`fcn_tf.training.ReferenceSGD` of
-  ``make_optimizer(preset("heavy", 8))`` (summed loss, momentum 0.99): the paper's setting.
+  ``make_optimizer(preset("heavy", 8))`` (loss summed per image, momentum 0.99): the paper's
+  setting.
 * ``recipe``: the CamVid recipe (``--recipe``, by default ``training/configs/camvid_fcn8s.yaml``)
   with its model, batch, crop (CamVid's 360 x 480 when it trains on whole images) and
   optimizer. While that file does not exist, a stand-in named ``camvid_fcn8s-standin`` runs

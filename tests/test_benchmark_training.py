@@ -77,7 +77,7 @@ def test_quick_run_times_every_configuration(tmp_path):
         assert row["roofline_s"] > 0 and math.isfinite(row["roofline_ratio"])
         assert "background_cpu" in row
     paper_row, recipe_row = rows[0], rows[-1]
-    assert (paper_row["optimizer"], paper_row["normalize"]) == ("ReferenceSGD", "none")
+    assert (paper_row["optimizer"], paper_row["normalize"]) == ("ReferenceSGD", "batch")
     assert (paper_row["batch"], paper_row["height"], paper_row["width"]) == (1, 40, 40)
     assert (recipe_row["optimizer"], recipe_row["accumulate"]) == ("Adam", 2)
     assert (recipe_row["batch"], recipe_row["height"], recipe_row["width"]) == (2, 32, 48)
