@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -18,11 +19,21 @@ __all__ = ["write_atomic", "write_json", "write_png"]
 
 
 def write_atomic(path: str, write: Callable[[str], Any]) -> None:
-    """Call ``write(temporary_path)``, then rename it to ``path``; on failure remove it."""
-    temporary = f"{path}.tmp"
+    """Call ``write(temporary_path)``, then rename it to ``path``; on failure remove it.
+
+    As ``open(path, "w")`` would: a symbolic link is written through (its target replaced),
+    an existing file keeps its permissions, and a missing folder is an error naming ``path``.
+    """
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: no such folder {folder}")
+    temporary = f"{target}.tmp"
     try:
         write(temporary)
-        os.replace(temporary, path)
+        if os.path.exists(target):
+            shutil.copymode(target, temporary)
+        os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
@@ -40,7 +51,8 @@ def write_json(path: str, content: Any) -> None:
 
 
 def write_png(path: str, pixels: Any) -> None:
-    """An array (``[H, W]`` gray or ``[H, W, 3]`` RGB, uint8 or uint16) as a PNG, atomically.
+    """An array (``[H, W]`` gray uint8 or uint16, or ``[H, W, 3]`` RGB uint8) as a PNG,
+    atomically.
 
     >>> import numpy as np, tempfile
     >>> from PIL import Image

@@ -300,3 +300,20 @@ def test_dataset_checks_arguments_eagerly():
         dataset("dev")
     with pytest.raises(ValueError):
         dataset(height=(10, 5))
+    with pytest.raises(TypeError, match="nosie"):  # a misspelt render option
+        dataset("val", count=2, height=16, width=16, nosie=(0.0, 1.0))
+
+
+def test_the_converter_passes_render_options_on(tmp_path):
+    from fcn_tf.data.convert import convert
+    from fcn_tf.data.pipeline import load
+
+    convert("synthetic", str(tmp_path), "val", count=2, height=20, width=24, verbose=False,
+            noise=(0.0, 0.0), bar_width=(1.0, 2.0))  # fmt: skip
+    stored = [image.numpy()[0] for image, _ in load(tmp_path, training=False, image_dtype="uint8")]
+    for index, image in enumerate(stored):
+        seed = sample_seed("val", index)
+        np.testing.assert_array_equal(
+            image, render(seed, 20, 24, noise=(0, 0), bar_width=(1, 2))[0]
+        )
+        assert not np.array_equal(image, render(seed, 20, 24)[0])

@@ -73,6 +73,12 @@ def test_interleaving_matches_a_brute_force_loop():
     np.testing.assert_allclose(stitched, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("factor", [2.7, "3", 0, True])
+def test_factor_must_be_a_positive_integer(factor):
+    with pytest.raises(ValueError, match="factor must be a positive integer"):
+        shift_and_stitch(lambda batch: batch[:, ::2, ::2], _images((1, 4, 4, 1)), factor)
+
+
 def test_a_subsampling_net_gives_back_its_input():
     x = _images((1, 10, 13, 2))
     stitched = np.asarray(shift_and_stitch(lambda batch: batch[:, ::4, ::4], x, 4))

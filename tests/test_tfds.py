@@ -140,6 +140,14 @@ def test_wide_masks_ignore_out_of_range_values():
     np.testing.assert_array_equal(label, [[1, 0, 255, 255]])
 
 
+def test_a_label_map_callable_out_of_uint8_range_gives_the_ignore_label():
+    import dataclasses
+
+    spec = dataclasses.replace(TFDS_DATASETS["oxford_iiit_pet"], label_map=lambda m: m + 254)
+    label = spec.to_label(tf.constant([[0, 1, 2, -300]], tf.int32))
+    np.testing.assert_array_equal(label, [[254, 255, 255, 255]])  # 256 no longer wraps to 0
+
+
 def test_errors():
     with pytest.raises(ValueError, match="cityscapes, oxford_iiit_pet"):
         from_tfds("mnist", "train")

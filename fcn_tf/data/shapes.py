@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 from collections.abc import Callable, Iterator, Sequence
@@ -474,6 +475,7 @@ def dataset(
     # Bad arguments fail here, not later inside the pipeline.
     (h_low, h_high), (w_low, w_high) = _size_range("height", height), _size_range("width", width)
     sample_seed(split, 0, seed)
+    inspect.signature(render).bind(0, 1, 1, **options)
     static_shape = (h_low if h_low == h_high else None, w_low if w_low == w_high else None)
 
     def make(index: np.int64) -> tuple[np.ndarray, np.ndarray]:

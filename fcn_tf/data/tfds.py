@@ -73,7 +73,10 @@ class TfdsSpec:
         if mask.shape.rank == 3 and mask.shape[-1] == 1:
             mask = mask[..., 0]
         if callable(self.label_map):
-            label = self.label_map(mask)
+            label = tf.convert_to_tensor(self.label_map(mask))
+            # Values that do not fit a uint8 class id would wrap around (256 -> background).
+            outside = (label < 0) | (label > IGNORE)
+            label = tf.where(outside, tf.cast(self.ignore_label, label.dtype), label)
         elif self.label_map is None:
             label = _in_range(mask, np.arange(IGNORE + 1), self.ignore_label)
         else:

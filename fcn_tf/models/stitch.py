@@ -31,6 +31,7 @@ strides (as :mod:`fcn_tf.models.geometry` assumes; always true of 2x2/2 pooling)
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -55,9 +56,9 @@ def shift_and_stitch(model: Callable[[Any], Any], images: Any, factor: int) -> A
     >>> bool((ops.convert_to_numpy(shift_and_stitch(subsample, x, 4)) == x).all())
     True
     """
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Integral) or factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor!r}")
     factor = int(factor)
-    if factor < 1:
-        raise ValueError(f"factor must be a positive integer, got {factor}")
     images = ops.convert_to_tensor(images)
     if len(images.shape) != 4:
         raise ValueError(f"images must be [B, H, W, channels], got shape {images.shape}")

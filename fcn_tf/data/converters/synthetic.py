@@ -13,7 +13,8 @@ from fcn_tf.data.writer import Converter
 
 
 class Shapes(Converter):
-    """``count`` procedural images of ``split``; ``root`` is not used (nothing is read)."""
+    """``count`` procedural images of ``split``; ``bar_width`` and ``noise`` go to
+    :func:`fcn_tf.data.shapes.render`; ``root`` is not used (nothing is read)."""
 
     name = "synthetic"
     class_names = shapes.CLASS_NAMES
@@ -26,9 +27,12 @@ class Shapes(Converter):
         width: int = 128,
         seed: int = 0,
         root: str | None = None,
+        bar_width: tuple[float, float] = shapes.BAR_WIDTH,
+        noise: tuple[float, float] = shapes.NOISE_SIGMA,
     ):
         self.split, self.count, self.seed = split, count, seed
         self.height, self.width = height, width
+        self.options = {"bar_width": tuple(bar_width), "noise": tuple(noise)}
 
     def keys(self) -> list[str]:
         return [str(index) for index in range(self.count)]
@@ -36,5 +40,6 @@ class Shapes(Converter):
     def load(self, key: str) -> Sample:
         index = int(key)
         h, w = shapes.sample_size(self.split, index, self.height, self.width, self.seed)
-        image, label = shapes.render(shapes.sample_seed(self.split, index, self.seed), h, w)
+        seed = shapes.sample_seed(self.split, index, self.seed)
+        image, label = shapes.render(seed, h, w, **self.options)
         return Sample(f"shapes_{self.split}_{index:06d}", image, label)
