@@ -187,17 +187,22 @@ def test_classes_that_disagree_are_refused_before_training(tmp_path):
         Trainer(config, str(tmp_path / "a"), verbose=0).fit()
     assert not (tmp_path / "a" / runs.CHECKPOINTS).exists()
 
-    # Own training records with the default (shapes) validation: not scored silently.
+    # Own training records: the recipe's (shapes) validation is not used in their place...
     train = resolve_split(tiny_config(tmp_path / "records").data, "train", verbose=False)
     folder = tmp_path / "mine"
     shutil.copytree(os.path.dirname(train.files[0]), folder)
     metadata = {**train.metadata, "class_names": ["bg", "a", "b", "c", "d", "e"]}
     (folder / "dataset.json").write_text(json.dumps(metadata))
     mine = tiny_config(tmp_path / "records", data={"train": str(folder / "*.tfrecord")})
+    with pytest.warns(UserWarning, match="data.val is not set: no validation"):
+        assert resolve_split(mine.data, "val", verbose=False) is None
+    # ... and validation records naming other classes are refused before training.
+    val = resolve_split(tiny_config(tmp_path / "records").data, "val", verbose=False)
+    both = tiny_config(tmp_path / "records", data={"train": str(folder), "val": val.files[0]})
     with pytest.raises(
         ValueError, match=r"validation records in .* name the classes \['background'"
     ):
-        Trainer(mine, str(tmp_path / "b"), verbose=0).fit()
+        Trainer(both, str(tmp_path / "b"), verbose=0).fit()
 
 
 def test_resume_of_a_staged_run_without_checkpoint_starts_from_the_coarser_net(
@@ -236,6 +241,39 @@ def test_checkpoints_load_without_the_imagenet_file_the_run_started_from(tmp_pat
     config = recipes.from_dict(values)
     config.run.epochs = 2
     assert Trainer(config, str(run_dir), verbose=0).fit(resume=True)["step"] == 6
+
+
+def test_resume_refuses_what_would_move_the_input_and_a_finished_run_is_left_as_is(
+    tmp_path, capsys
+):
+    config = tiny_config(tmp_path / "records", run={"export": True})
+    run_dir = tmp_path / "run"
+    Trainer(config, str(run_dir), verbose=0).fit()
+    for line in (run_dir / runs.METRICS).read_text().splitlines():  # strict JSON: no NaN
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in metrics.jsonl"))
+    finished = (run_dir / runs.MODEL).stat().st_mtime_ns
+    result = Trainer(config, str(run_dir), verbose=0).fit(resume=True)
+    assert "already finished at update 3 of 3" in capsys.readouterr().out
+    assert os.listdir(run_dir / runs.EXPORT) == ["1"]  # no second, identical version
+    assert result["files"]["saved_model"] == str(run_dir / runs.EXPORT / "1")
+    assert (run_dir / runs.MODEL).stat().st_mtime_ns == finished
+
+    longer = recipes.override(config, ["run.epochs=2", "data.batch_size=4"])
+    with pytest.raises(ValueError, match=r"data\.batch_size was 2 and is now 4"):
+        Trainer(longer, str(run_dir), verbose=0).fit(resume=True)
+    longer = recipes.override(config, ["run.epochs=2"])
+    with pytest.raises(ValueError, match=r"--init-from .* resumes from its checkpoint"):
+        Trainer(longer, str(run_dir), init_from=str(run_dir), verbose=0).fit(resume=True)
+
+
+def test_unusable_solver_and_run_fields_are_named():
+    for assignment, message in {
+        "solver.schedule=bogus": r"solver\.schedule must be one of",
+        "solver.normalize=mean": r"solver\.normalize must be one of",
+        "run.keep_checkpoints=0": r"run\.keep_checkpoints must be a positive integer",
+    }.items():
+        with pytest.raises(ValueError, match=message):
+            recipes.override(recipes.TrainConfig(), [assignment])
 
 
 # -- exact resume -----------------------------------------------------------------------------

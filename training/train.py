@@ -101,14 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         config = recipes.override(config, _assignments(args))
     except (OSError, ValueError) as error:
         parser.error(str(error))
-    trainer = Trainer(config, run_dir, init_from=args.init_from, verbose=0 if args.quiet else 1)
     try:
+        trainer = Trainer(config, run_dir, init_from=args.init_from, verbose=0 if args.quiet else 1)
         result = trainer.fit(resume=bool(args.resume))
-    except FileExistsError as error:
-        parser.error(str(error))
     except NonFiniteLossError as error:
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as error:
+        # What the set-up checks refuse (records, classes, --init-from, run folder); errors of
+        # TensorFlow's own (tf.errors) still come with their traceback.
+        parser.error(str(error))
     if trainer.chief:
         _report(result, config.name)
     return 0

@@ -170,12 +170,18 @@ class TrainConfig:
 
 def check(config: TrainConfig) -> None:
     """Raise ``ValueError`` naming the field of a value no run could use."""
+    from fcn_tf.training.solver import NORMALIZE_MODES, PRESETS, SCHEDULES
+
     choices = {
         "solver.optimizer": (config.solver.optimizer, OPTIMIZERS),
+        "solver.preset": (config.solver.preset, PRESETS),
+        "solver.schedule": (config.solver.schedule, SCHEDULES),
         "run.precision": (config.run.precision, PRECISIONS),
         "run.strategy": (config.run.strategy, STRATEGIES),
         "model.output_stride": (config.model.output_stride, (8, 16, 32)),
     }
+    if config.solver.normalize is not None:
+        choices["solver.normalize"] = (config.solver.normalize, NORMALIZE_MODES)
     for field, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
@@ -183,6 +189,7 @@ def check(config: TrainConfig) -> None:
         "data.batch_size": config.data.batch_size,
         "run.epochs": config.run.epochs,
         "run.checkpoint_every": config.run.checkpoint_every,
+        "run.keep_checkpoints": config.run.keep_checkpoints,
     }
     if config.run.steps_per_epoch is not None:
         positive["run.steps_per_epoch"] = config.run.steps_per_epoch

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Any
 
 import tensorflow as tf
@@ -104,10 +105,20 @@ def _convert_once(data: DataConfig, split: str, verbose: bool) -> str:
 
 def resolve_split(data: DataConfig, which: str, verbose: bool = True) -> RecordSplit | None:
     """The records of ``which`` (``"train"`` or ``"val"``): the configured pattern, or the
-    converter's output made once. ``None`` when there is no such split."""
+    converter's output made once. ``None`` when there is no such split, and for validation
+    when the training records are the user's own (``data.train``) but validation would come
+    from the converter: scoring them on another dataset would pick the best model by it."""
     pattern = getattr(data, which)
     if pattern is None:
         if data.dataset is None:
+            return None
+        if which == "val" and data.train is not None:
+            warnings.warn(
+                f"data.train is {data.train!r} but data.val is not set: no validation "
+                f"(the recipe's {data.dataset} validation split is another dataset); "
+                "give --val-data",
+                stacklevel=2,
+            )
             return None
         split = data.train_split if which == "train" else data.val_split
         folder = _convert_once(data, split, verbose)

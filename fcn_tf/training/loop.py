@@ -68,6 +68,30 @@ __all__ = [
 ]
 
 
+def _check_resumable(previous_config: dict[str, Any], config: TrainConfig) -> None:
+    """Resume continues the input stream by counting batches: refuse what would move it."""
+    for section, key in (("data", "batch_size"), ("solver", "accumulate")):
+        before = previous_config.get(section, {}).get(key)
+        now = getattr(getattr(config, section), key)
+        if before != now:
+            raise ValueError(
+                f"{section}.{key} was {before} and is now {now}: a resumed run keeps it, so "
+                "that it continues exactly where it stopped (train into a new folder with "
+                "--init-from to change it)"
+            )
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the last checkpoint."""
 
@@ -243,6 +267,7 @@ class Trainer:
         self.run_dir = os.path.abspath(run_dir)
         self.strategy = strategy or make_strategy(config.run.strategy, config.run.tpu)
         self.init_from = init_from
+        self._init_from_given = init_from is not None  # by the caller, not from run.json
         self.chief = is_chief(self.strategy)
         self.verbose = verbose if self.chief else 0
 
@@ -291,6 +316,11 @@ class Trainer:
         self.best_manager = tf.train.CheckpointManager(
             tf.train.Checkpoint(model=self.model), self._own_dir(runs.BEST), max_to_keep=1
         )
+        if resume and self.manager.latest_checkpoint and self._init_from_given:
+            raise ValueError(
+                f"--init-from {self.init_from}: {self.run_dir} resumes from its checkpoint "
+                f"{self.manager.latest_checkpoint}; --init-from only starts a run"
+            )
         if resume and self.manager.latest_checkpoint:
             self.checkpoint.restore(
                 self.manager.latest_checkpoint
@@ -508,6 +538,8 @@ class Trainer:
                 f"{self.run_dir} already holds a run ({runs.METADATA}); continue it with "
                 f"--resume {self.run_dir} (fit(resume=True)) or train into another folder"
             )
+        if resume and previous:
+            _check_resumable(previous_config=runs.read_config(self.run_dir), config=config)
         if resume and self.init_from is None and previous:
             # A staged run stopped before its first checkpoint starts again from its coarser net.
             self.init_from = previous.get("init_from")
@@ -546,6 +578,12 @@ class Trainer:
         )
         val = None
         images_per_update = config.data.batch_size * accumulate
+        if resume and step >= self.total_steps and self.chief:
+            print(
+                f"{self.run_dir} already finished at update {step} of {self.total_steps}: "
+                "nothing to train (raise --epochs to continue)"
+            )
+        trained = step < self.total_steps
         while step < self.total_steps:
             epoch = step // self.steps_per_epoch
             end = (epoch + 1) * self.steps_per_epoch
@@ -590,7 +628,7 @@ class Trainer:
                 "val": val,
             }
             self._end_epoch(record, writer)
-        result = self._finish(val)
+        result = self._finish(val, export=trained)
         writer.close()
         self._clean_worker_files()
         return result
@@ -614,7 +652,8 @@ class Trainer:
         if not self.chief:
             return
         with open(os.path.join(self.run_dir, runs.METRICS), "a") as file:
-            file.write(json.dumps(record) + "\n")
+            # JSON has no NaN: a class never seen nor predicted is null, as in metrics.json.
+            file.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
         with writer.as_default(step=step):
             tf.summary.scalar("train/loss", record["loss"])
             tf.summary.scalar("train/learning_rate", record["learning_rate"])
@@ -656,17 +695,29 @@ class Trainer:
         for index, picture in enumerate(pictures):
             tf.summary.image(f"val_masks/{index}", picture[None], max_outputs=1)
 
-    def _finish(self, val: dict[str, Any] | None) -> dict[str, Any]:
+    def _finish(self, val: dict[str, Any] | None, export: bool = True) -> dict[str, Any]:
+        """Restore the best weights and write ``model.keras`` and the next SavedModel version;
+        without ``export`` (nothing was trained) the files already written are reported."""
         files = {"run": self.run_dir, "checkpoint": self.manager.latest_checkpoint}
         if self.best_manager.latest_checkpoint:
             files["best"] = self.best_manager.latest_checkpoint
             tf.train.Checkpoint(model=self.model).restore(
                 self.best_manager.latest_checkpoint
             ).expect_partial()
-        if self.config.run.export and self.chief:
+        if self.config.run.export and self.chief and export:
             files["model"] = os.path.join(self.run_dir, runs.MODEL)
             _save_keras(self.model, files["model"])
             files["saved_model"] = self._export_saved_model()
+        elif self.config.run.export and self.chief:
+            from fcn_tf.export.versions import version_folders
+
+            if os.path.exists(os.path.join(self.run_dir, runs.MODEL)):
+                files["model"] = os.path.join(self.run_dir, runs.MODEL)
+            base = os.path.join(self.run_dir, runs.EXPORT)
+            if version_folders(base):
+                files["saved_model"] = os.path.join(
+                    base, version_folders(base)[max(version_folders(base))]
+                )
         best = float(self.best_iu.numpy())
         return {
             "step": int(self.updates.numpy()),
