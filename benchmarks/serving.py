@@ -370,17 +370,16 @@ def main(argv: list[str] | None = None) -> dict:
     import keras
     import tensorflow as tf
 
-    from fcn_tf.export.versions import version_folders
+    from fcn_tf.export.versions import latest_version_folder
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as scratch:
         base = args.model_base_path or os.path.join(scratch, "fcn")
         if args.model_base_path:
-            folders = version_folders(base)
-            if not folders:
+            folder = latest_version_folder(base)
+            if folder is None:
                 # Never export a random model into the user's folder and time that instead.
                 sys.exit(f"--model-base-path {base}: no numbered version folder to serve")
-            folder = os.path.join(base, folders[max(folders)])
         else:
             folder = export_model(args, base)
         port = free_port()

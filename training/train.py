@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from fcn_tf.training.loop import NonFiniteLossError, Trainer
     from fcn_tf.training.runs import read_config
 
-    try:  # a bad recipe, override or run folder: a message, not a traceback
+    try:
         if args.resume:
             config = recipes.from_dict(read_config(args.resume), where=args.resume)
             run_dir = args.resume
@@ -99,17 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             run_dir = args.out or os.path.join("runs", f"{config.name}-{stamp}")
         config = recipes.override(config, _assignments(args))
-    except (OSError, ValueError) as error:
-        parser.error(str(error))
-    try:
         trainer = Trainer(config, run_dir, init_from=args.init_from, verbose=0 if args.quiet else 1)
         result = trainer.fit(resume=bool(args.resume))
     except NonFiniteLossError as error:
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:
-        # What the set-up checks refuse (records, classes, --init-from, run folder); errors of
-        # TensorFlow's own (tf.errors) still come with their traceback.
+        # What the recipe, override and set-up checks refuse (records, classes, --init-from,
+        # run folder): a message, not a traceback. TensorFlow's own errors keep theirs.
         parser.error(str(error))
     if trainer.chief:
         _report(result, config.name)

@@ -20,7 +20,14 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 
-__all__ = ["check_free", "list_versions", "next_version", "publish_version", "version_folders"]
+__all__ = [
+    "check_free",
+    "latest_version_folder",
+    "list_versions",
+    "next_version",
+    "publish_version",
+    "version_folders",
+]
 
 # Renames lost to concurrent exporters that an automatically numbered export retries.
 _RETRIES = 10
@@ -44,6 +51,17 @@ def version_folders(model_base_path: str) -> dict[int, str]:
 
 def _version_folder(entry: os.DirEntry) -> bool:
     return entry.name.isascii() and entry.name.isdigit() and entry.is_dir()
+
+
+def latest_version_folder(model_base_path: str) -> str | None:
+    """The path of the highest version under ``model_base_path``; ``None`` when there is none.
+
+    >>> import tempfile
+    >>> latest_version_folder(tempfile.mkdtemp()) is None
+    True
+    """
+    folders = version_folders(model_base_path)
+    return os.path.join(model_base_path, folders[max(folders)]) if folders else None
 
 
 def list_versions(model_base_path: str) -> list[int]:

@@ -709,15 +709,13 @@ class Trainer:
             _save_keras(self.model, files["model"])
             files["saved_model"] = self._export_saved_model()
         elif self.config.run.export and self.chief:
-            from fcn_tf.export.versions import version_folders
+            from fcn_tf.export.versions import latest_version_folder
 
             if os.path.exists(os.path.join(self.run_dir, runs.MODEL)):
                 files["model"] = os.path.join(self.run_dir, runs.MODEL)
-            base = os.path.join(self.run_dir, runs.EXPORT)
-            if version_folders(base):
-                files["saved_model"] = os.path.join(
-                    base, version_folders(base)[max(version_folders(base))]
-                )
+            latest = latest_version_folder(os.path.join(self.run_dir, runs.EXPORT))
+            if latest is not None:
+                files["saved_model"] = latest
         best = float(self.best_iu.numpy())
         return {
             "step": int(self.updates.numpy()),
