@@ -228,3 +228,32 @@ def test_negative_or_fractional_labels_are_refused(label, match):
 def test_cli_names_a_missing_root(capsys, tmp_path):
     assert main(["voc", "--split", "val", "--out", str(tmp_path)]) == 1
     assert "voc needs --root" in capsys.readouterr().err
+
+
+def test_16_bit_camvid_labels_past_the_classes_are_refused_not_wrapped(tmp_path, rng):
+    camvid_tree(tmp_path, rng)
+    wide = np.full((24, 32), 3, np.uint16)
+    wide[0, :3] = (256, 257, 11)  # as uint8, 256 and 257 would be classes 0 and 1
+    Image.fromarray(wide).save(tmp_path / "valannot" / "f1.png")
+    assert Image.open(tmp_path / "valannot" / "f1.png").mode.startswith("I")
+    with pytest.raises(ValueError, match=r"f1\.png.*label values \[256, 257\]"):
+        convert("camvid", str(tmp_path / "out"), "val", root=str(tmp_path), verbose=False)
+
+
+def test_an_option_no_converter_takes_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['cuont', 'heigth'\]"):
+        convert("synthetic", str(tmp_path), "val", cuont=3, heigth=16, verbose=False)
+    assert not os.listdir(tmp_path)
+    # Options of other datasets are passed over (the CLI's flags are shared).
+    metadata = convert(
+        "synthetic", str(tmp_path), "val", count=2, height=8, year="VOC2012", verbose=False
+    )
+    assert metadata["count"] == 2
+
+
+def test_cli_names_an_unusable_out_folder(tmp_path, capsys):
+    out = tmp_path / "a-file"
+    out.write_text("")
+    argv = ["synthetic", "--split", "val", "--count", "2", "--height", "8", "--width", "8"]
+    assert main([*argv, "--out", str(out)]) == 1
+    assert str(out) in capsys.readouterr().err

@@ -505,3 +505,27 @@ def test_folder_photos_are_stored_upright_by_their_exif_orientation(tmp_path, rn
     [record] = read_records(out)[1]
     np.testing.assert_array_equal(record["image"], upright)
     np.testing.assert_array_equal(record["label"], label)
+
+
+def test_folder_names_with_tabs_or_undecodable_bytes_convert(tmp_path, rng):
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    # A tab, and a Latin-1 byte that os.listdir hands back as a surrogate escape.
+    names = [b"a\tb.png", b"caf\xe9.png", b"ok.png"]
+    labels = {}
+    for name in names:
+        label = rng.integers(0, 3, (6, 7), dtype=np.uint8)
+        image = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+        Image.fromarray(image).save(os.fsdecode(os.path.join(bytes(root / "images"), name)))
+        Image.fromarray(label).save(os.fsdecode(os.path.join(bytes(root / "masks"), name)))
+        labels[name] = label
+    metadata = convert(
+        "folder", str(tmp_path / "out"), "x", root=str(root), num_classes=3, verbose=False
+    )
+    assert metadata["count"] == 3 and metadata["skipped"] == []
+    _, records = read_records(tmp_path / "out")
+    stored = {record["filename"]: record["label"] for record in records}
+    assert sorted(stored) == sorted(names)  # the names' own bytes
+    for name, label in labels.items():
+        np.testing.assert_array_equal(stored[name], label)

@@ -18,7 +18,7 @@ import scipy.sparse
 import tensorflow as tf
 from PIL import Image
 
-from fcn_tf.data.convert import convert
+from fcn_tf.data.convert import convert, main
 from fcn_tf.data.converters.pascal_context import CLASS_NAMES as CONTEXT_NAMES
 from fcn_tf.data.converters.pascal_context import PascalContext
 from fcn_tf.data.converters.sbd import SBD
@@ -333,6 +333,13 @@ def test_pascal_context_voc_root_and_label_files(tmp_path, rng):
         converter = PascalContext(str(elsewhere), "train", voc_root=str(voc_root))
         write_dataset(converter, str(tmp_path / "given"), "train", verbose=False)
         check_records(tmp_path / "given", tree.samples, SPLITS["train"], 60)
+
+    # The CLI takes it as --voc-root.
+    argv = ["pascal_context", "--root", str(elsewhere), "--split", "train"]
+    assert main([*argv, "--out", str(tmp_path / "cli"), "--voc-root", str(tree.voc)]) == 0
+    assert (tmp_path / "cli" / "train-00000-of-00001.tfrecord").read_bytes() == (
+        tmp_path / "given" / "train-00000-of-00001.tfrecord"
+    ).read_bytes()
 
     # Without 59_labels.txt the built-in list (the same classes) gives the same records.
     (elsewhere / "59_labels.txt").unlink()

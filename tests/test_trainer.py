@@ -1,6 +1,7 @@
 """The trainer: recipes, exact resume after SIGKILL, non-finite loss, staged init, numerics."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from fcn_tf.export import read_metadata
 from fcn_tf.losses import SegmentationCrossEntropy
 from fcn_tf.training import config as recipes
 from fcn_tf.training import loop, runs
-from fcn_tf.training.inputs import resolve_split
+from fcn_tf.training.inputs import resolve_split, train_dataset_fn
 from fcn_tf.training.loop import NonFiniteLossError, Trainer, build_model, load_model
 from fcn_tf.training.solver import make_optimizer
 
@@ -261,6 +262,10 @@ def test_resume_refuses_what_would_move_the_input_and_a_finished_run_is_left_as_
     longer = recipes.override(config, ["run.epochs=2", "data.batch_size=4"])
     with pytest.raises(ValueError, match=r"data\.batch_size was 2 and is now 4"):
         Trainer(longer, str(run_dir), verbose=0).fit(resume=True)
+    # null accumulation takes the preset's: normalized accumulates 20 micro-batches.
+    longer = recipes.override(config, ["run.epochs=2", "solver.accumulate=null"])
+    with pytest.raises(ValueError, match=r"solver\.accumulate was 1 and is now 20"):
+        Trainer(longer, str(run_dir), verbose=0).fit(resume=True)
     longer = recipes.override(config, ["run.epochs=2"])
     with pytest.raises(ValueError, match=r"--init-from .* resumes from its checkpoint"):
         Trainer(longer, str(run_dir), init_from=str(run_dir), verbose=0).fit(resume=True)
@@ -271,6 +276,7 @@ def test_unusable_solver_and_run_fields_are_named():
         "solver.schedule=bogus": r"solver\.schedule must be one of",
         "solver.normalize=mean": r"solver\.normalize must be one of",
         "run.keep_checkpoints=0": r"run\.keep_checkpoints must be a positive integer",
+        "solver.accumulate=0": r"solver\.accumulate must be a positive integer",
     }.items():
         with pytest.raises(ValueError, match=message):
             recipes.override(recipes.TrainConfig(), [assignment])
@@ -640,3 +646,92 @@ def test_skipped_float16_updates_still_count_for_resume(tmp_path, monkeypatch):
     resumed = Trainer(config, str(tmp_path / "run"), verbose=0)
     resumed._setup(resume=True)
     assert int(resumed.updates.numpy()) == 3
+
+
+def test_a_run_resumes_from_another_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config("records")  # relative, as typed on a command line
+    Trainer(config, "run", verbose=0, command=["train.py", "--out", "run"]).fit()
+    saved = recipes.from_dict(runs.read_config(str(tmp_path / "run")))
+    assert saved.data.records_dir == str(tmp_path / "records")
+    metadata = runs.read_metadata(str(tmp_path / "run"))
+    assert metadata["command"][1:] == ["train.py", "--out", "run"]
+    assert metadata["cwd"] == str(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    longer = recipes.override(saved, ["run.epochs=2"])
+    result = Trainer(longer, str(tmp_path / "run"), verbose=0).fit(resume=True)
+    assert result["step"] == 6
+    assert not (tmp_path / "elsewhere" / "records").exists()  # the same records, not new ones
+
+
+def test_every_worker_resumes_from_the_chiefs_checkpoint(tmp_path, monkeypatch):
+    # A non-chief worker's own checkpoints are deleted when the run ends; resumed, it must
+    # continue from the same update as the chief (else the collectives would hang).
+    # One process plays both roles.
+    config = tiny_config(tmp_path / "records", run={"eval_images": 0})
+    run_dir = str(tmp_path / "run")
+    starts = {}
+
+    class Probe(Trainer):
+        def _setup(self, resume):
+            super()._setup(resume)
+            starts[(self.chief, resume)] = int(self.updates.numpy())
+
+    def play(chief: bool, config, resume: bool) -> None:
+        monkeypatch.setattr(loop, "is_chief", lambda strategy: chief)
+        monkeypatch.setattr(loop, "worker_index", lambda: 1)
+        Probe(config, run_dir, verbose=0).fit(resume=resume)
+
+    for chief in (True, False):
+        play(chief, config, resume=False)
+    assert not (tmp_path / "run" / "workers").exists()
+    longer = recipes.override(config, ["run.epochs=2"])
+    for chief in (False, True):  # the worker first: the chief's own resume moves its files on
+        play(chief, longer, resume=True)
+    assert starts == {(True, False): 0, (False, False): 0, (True, True): 3, (False, True): 3}
+
+
+def test_the_training_stream_is_the_same_in_every_run_whatever_run_deterministic(tmp_path):
+    config = tiny_config(tmp_path / "records", data={"scale_range": None, "mirror": False})
+    assert not config.run.deterministic
+    split = resolve_split(config.data, "train", verbose=False)
+    context = tf.distribute.InputContext(1, 0, 1)
+
+    def stream(skip: int = 0) -> list[bytes]:
+        dataset = train_dataset_fn(split, config.data, 1, seed=0, skip_batches=skip)(context)
+        return [images.numpy().tobytes() for images, _ in dataset.take(12)]
+
+    whole = stream()
+    assert stream() == whole
+    assert stream(skip=5)[:7] == whole[5:]
+
+
+def _train_cli():
+    spec = importlib.util.spec_from_file_location("train_cli", REPO_ROOT / "training" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_own_training_data_without_validation_data_drops_the_recipes_validation():
+    train = _train_cli()
+    args = train._parser().parse_args(
+        ["--config", str(REPO_ROOT / "training/configs/voc_fcn32s.yaml"), "--train-data", "x"]
+    )
+    config = recipes.override(recipes.load_recipe(args.config), train._assignments(args))
+    assert config.data.train == "x" and config.data.val is None
+    args = train._parser().parse_args(["--train-data", "x", "--val-data", "y"])
+    assert "data.val=null" not in train._assignments(args)
+
+
+def test_default_run_folders_are_never_shared(tmp_path):
+    folders = {runs.new_run_dir(str(tmp_path), "fcn") for _ in range(3)}  # the same second
+    assert len(folders) == 3 and all(os.path.isdir(folder) for folder in folders)
+
+
+def test_no_tpu_is_a_clear_error():
+    from fcn_tf.training.strategy import make_strategy
+
+    with pytest.raises(ValueError, match=r"--strategy tpu: no TPU found \(no --tpu given"):
+        make_strategy("tpu")

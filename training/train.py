@@ -11,7 +11,6 @@ the exact next step.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -78,6 +77,10 @@ def _assignments(args: argparse.Namespace) -> list[str]:
         value = getattr(args, name)
         if value is not None:
             assignments.append(f"{key}={json.dumps(value)}")
+    if args.train_data is not None and args.val_data is None and not args.resume:
+        # Own training records: the recipe's validation data (its converter's split or its
+        # data.val pattern) belongs to another dataset.
+        assignments.append("data.val=null")
     if args.deterministic:
         assignments.append("run.deterministic=true")
     return assignments + args.set
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from fcn_tf.training import config as recipes
     from fcn_tf.training.loop import NonFiniteLossError, Trainer
-    from fcn_tf.training.runs import read_config
+    from fcn_tf.training.runs import new_run_dir, read_config
 
     try:
         if args.resume:
@@ -96,10 +99,29 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = args.resume
         else:
             config = recipes.load_recipe(args.config)
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            run_dir = args.out or os.path.join("runs", f"{config.name}-{stamp}")
+            run_dir = args.out
+            if args.train_data is not None and args.val_data is None and config.data.val:
+                print(
+                    f"{parser.prog}: warning: --train-data without --val-data: no validation "
+                    f"(the recipe's data.val {config.data.val!r} is another dataset's); give "
+                    "--val-data",
+                    file=sys.stderr,
+                )
         config = recipes.override(config, _assignments(args))
-        trainer = Trainer(config, run_dir, init_from=args.init_from, verbose=0 if args.quiet else 1)
+        if run_dir is None:
+            if config.run.strategy == "multi_worker":
+                raise ValueError(
+                    "--strategy multi_worker needs --out: the folder every worker shares"
+                )
+            run_dir = new_run_dir("runs", config.name)
+        command = [os.path.abspath(__file__), *(sys.argv[1:] if argv is None else argv)]
+        trainer = Trainer(
+            config,
+            run_dir,
+            init_from=args.init_from,
+            verbose=0 if args.quiet else 1,
+            command=command,
+        )
         result = trainer.fit(resume=bool(args.resume))
     except NonFiniteLossError as error:
         print(f"{parser.prog}: {error}", file=sys.stderr)

@@ -30,10 +30,16 @@ def convert(
     verbose: bool = True,
     **options,
 ) -> dict:
-    """Build the ``dataset`` converter from the ``options`` it takes and write its records."""
+    """Build the ``dataset`` converter from the ``options`` it takes and write its records.
+
+    Options that only other datasets take are ignored (the CLI's flags are shared); a name no
+    dataset takes is an error, so a typo never converts with defaults.
+    """
     converter_class = get_converter(dataset)
     accepted = inspect.signature(converter_class).parameters
-    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+    given = {k: v for k, v in options.items() if v is not None}
+    _check_option_names(dataset, given.keys() - accepted.keys())
+    kwargs = {k: v for k, v in given.items() if k in accepted}
     missing = [
         name
         for name, parameter in accepted.items()
@@ -51,6 +57,22 @@ def convert(
     return write_dataset(converter, out, name, shards, workers, skip_bad, verbose)
 
 
+def _check_option_names(dataset: str, names: set[str]) -> None:
+    if not names:
+        return
+    known = {
+        name
+        for other in CONVERTERS
+        for name in inspect.signature(get_converter(other)).parameters
+        if name != "split"
+    }
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValueError(
+            f"{dataset}: unknown option(s) {unknown}; the converters take {sorted(known)}"
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fcn_tf.data.convert", description=__doc__)
     parser.add_argument("dataset", choices=sorted(CONVERTERS))
@@ -66,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     extra.add_argument("--width", type=int, help="synthetic: image width")
     extra.add_argument("--seed", type=int, help="synthetic: seed")
     extra.add_argument("--year", help="voc: VOC2011 or VOC2012 folder name")
+    extra.add_argument("--voc-root", help="pascal_context: the VOCdevkit or VOC2010 folder")
     extra.add_argument("--palette", help="folder: palette file for RGB masks")
     extra.add_argument("--num-classes", type=int, help="folder: number of classes")
     extra.add_argument("--class-names", help="folder: comma-separated class names")
@@ -77,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset, out, split = args.pop("dataset"), args.pop("out"), args.pop("split")
     try:
         metadata = convert(dataset, out, split, **args)
-    except (BadSampleError, FileNotFoundError, ValueError) as error:
+    except (BadSampleError, OSError, ValueError) as error:
+        # OSError: an unusable --out (a file, a read-only place) as well as missing input.
         print(f"error: {error}", file=sys.stderr)
         return 1
     summary = {k: metadata[k] for k in ("name", "split", "count", "files")}

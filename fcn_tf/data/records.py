@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -114,7 +115,8 @@ def encode_example(sample: Sample, height: int, width: int) -> bytes:
         FORMAT: _bytes(image_format(encoded).encode()),
         HEIGHT: _int(height),
         WIDTH: _int(width),
-        FILENAME: _bytes(sample.filename.encode()),
+        # fsencode: a name os.listdir gave with undecodable bytes is stored as those bytes.
+        FILENAME: _bytes(os.fsencode(sample.filename)),
         LABEL: _bytes(encode_png(np.asarray(sample.label, np.uint8))),
         LABEL_FORMAT: _bytes(b"png"),
     }

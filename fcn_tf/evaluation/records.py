@@ -12,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fcn_tf.training.config import DataConfig
-from fcn_tf.training.inputs import RecordSplit, resolve_split
+from fcn_tf.training.inputs import RecordSplit, record_split
 
 __all__ = ["SplitInfo", "split_info"]
 
@@ -41,7 +40,7 @@ def split_info(
     """The records matching ``pattern``; classes from ``dataset.json`` beside them unless
     given, else ``default_num_classes`` (e.g. the model's): records alone do not say how
     many classes there are."""
-    split = resolve_split(DataConfig(val=pattern, dataset=None), "val", verbose=False)
+    split = record_split(pattern)
     metadata: dict[str, Any] = split.metadata
     names = class_names or metadata.get("class_names")
     count = num_classes or metadata.get("num_classes") or (len(names) if names else None)

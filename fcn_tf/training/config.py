@@ -30,6 +30,7 @@ __all__ = [
     "RunConfig",
     "SolverSection",
     "TrainConfig",
+    "absolute_paths",
     "from_dict",
     "load_recipe",
     "override",
@@ -193,6 +194,8 @@ def check(config: TrainConfig) -> None:
     }
     if config.run.steps_per_epoch is not None:
         positive["run.steps_per_epoch"] = config.run.steps_per_epoch
+    if config.solver.accumulate is not None:
+        positive["solver.accumulate"] = config.solver.accumulate
     for field, value in positive.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{field} must be a positive integer, got {value!r}")
@@ -259,6 +262,45 @@ def from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
 def to_dict(config: TrainConfig) -> dict[str, Any]:
     """The config as plain nested dicts, as written to a run's ``config.yaml``."""
     return dataclasses.asdict(config)
+
+
+# The fields that name files or folders.
+_PATH_FIELDS = (
+    ("data", "train"),
+    ("data", "val"),
+    ("data", "root"),
+    ("data", "records_dir"),
+    ("model", "backbone_weights"),
+)
+
+
+def absolute_paths(config: TrainConfig) -> TrainConfig:
+    """The config with its local paths made absolute (``~`` expanded), so a run's
+    ``config.yaml`` means the same files from any working directory (``--resume`` from
+    elsewhere). URLs (``gs://...``) and ``backbone_weights: imagenet`` are kept.
+
+    >>> import os
+    >>> absolute_paths(TrainConfig(data=DataConfig(train="rec/*.tfrecord"))).data.train == (
+    ...     os.path.join(os.getcwd(), "rec", "*.tfrecord"))
+    True
+    """
+    sections = {}
+    for section, key in _PATH_FIELDS:
+        value = getattr(getattr(config, section), key)
+        if (
+            not isinstance(value, str)
+            or "://" in value
+            or (section, value) == ("model", "imagenet")
+        ):
+            continue
+        sections.setdefault(section, {})[key] = os.path.abspath(os.path.expanduser(value))
+    return dataclasses.replace(
+        config,
+        **{
+            name: dataclasses.replace(getattr(config, name), **values)
+            for name, values in sections.items()
+        },
+    )
 
 
 def load_recipe(path: str | os.PathLike) -> TrainConfig:

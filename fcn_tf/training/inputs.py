@@ -25,7 +25,14 @@ from fcn_tf.data.pipeline import list_files, load
 from fcn_tf.data.writer import METADATA
 from fcn_tf.training.config import DataConfig
 
-__all__ = ["RecordSplit", "count_records", "eval_dataset_fn", "resolve_split", "train_dataset_fn"]
+__all__ = [
+    "RecordSplit",
+    "count_records",
+    "eval_dataset_fn",
+    "record_split",
+    "resolve_split",
+    "train_dataset_fn",
+]
 
 
 class RecordSplit:
@@ -126,9 +133,22 @@ def resolve_split(data: DataConfig, which: str, verbose: bool = True) -> RecordS
             metadata = json.load(file)
         files = [os.path.join(folder, name) for name in metadata["files"]]
         return RecordSplit(files, metadata)
+    try:
+        return record_split(pattern)
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"data.{which}: {error}") from None
+
+
+def record_split(pattern: str) -> RecordSplit:
+    """The records a pattern, file or split folder names, with the ``dataset.json`` beside them.
+
+    >>> import tempfile
+    >>> record_split(tempfile.mkdtemp() + "/*.tfrecord")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no file matches '...*.tfrecord'
+    """
     files = list_files(os.path.expanduser(pattern))
-    if not files:
-        raise FileNotFoundError(f"data.{which}: no files match {pattern!r}")
     return RecordSplit(files, _metadata_beside(files))
 
 
@@ -137,12 +157,13 @@ def train_dataset_fn(
     data: DataConfig,
     global_batch: int,
     seed: int,
-    deterministic: bool,
     skip_batches: int = 0,
 ):
     """A ``dataset_fn(input_context)`` for ``distribute_datasets_from_function``.
 
     ``skip_batches`` per-replica batches already consumed by each replica (a resumed run).
+    The element order is always fixed by ``seed`` (``run.deterministic`` is about ops):
+    resuming counts batches, so the stream must be the same in every run.
     """
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -160,7 +181,7 @@ def train_dataset_fn(
             shuffle_buffer=data.shuffle_buffer,
             # Each pipeline shuffles and augments with its own stream.
             seed=seed * 1009 + context.input_pipeline_id,
-            deterministic=deterministic,
+            deterministic=True,
             repeat=True,
             input_context=context,
             cache=data.cache,

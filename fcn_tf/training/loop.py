@@ -52,7 +52,7 @@ from fcn_tf.losses import SegmentationCrossEntropy
 from fcn_tf.metrics import ConfusionMatrix, scores
 from fcn_tf.models.fcn import build_fcn
 from fcn_tf.training import runs
-from fcn_tf.training.config import TrainConfig, from_dict, to_dict
+from fcn_tf.training.config import TrainConfig, absolute_paths, from_dict, to_dict
 from fcn_tf.training.inputs import eval_dataset_fn, resolve_split, train_dataset_fn
 from fcn_tf.training.solver import SolverConfig, make_optimizer, make_schedule, preset
 from fcn_tf.training.strategy import is_chief, make_strategy, worker_index
@@ -70,12 +70,15 @@ __all__ = [
 
 def _check_resumable(previous_config: dict[str, Any], config: TrainConfig) -> None:
     """Resume continues the input stream by counting batches: refuse what would move it."""
-    for section, key in (("data", "batch_size"), ("solver", "accumulate")):
-        before = previous_config.get(section, {}).get(key)
-        now = getattr(getattr(config, section), key)
+    previous = from_dict(previous_config, where="the run's config.yaml")
+    # The effective accumulation: null takes the preset's, which another preset changes.
+    for field, before, now in (
+        ("data.batch_size", previous.data.batch_size, config.data.batch_size),
+        ("solver.accumulate", _accumulate(previous), _accumulate(config)),
+    ):
         if before != now:
             raise ValueError(
-                f"{section}.{key} was {before} and is now {now}: a resumed run keeps it, so "
+                f"{field} was {before} and is now {now}: a resumed run keeps it, so "
                 "that it continues exactly where it stopped (train into a new folder with "
                 "--init-from to change it)"
             )
@@ -253,6 +256,7 @@ class Trainer:
         init_from: a coarser run, checkpoint or ``.keras`` file whose matching layers
             initialise the model (staged training).
         verbose: 1 shows a progress bar and a line per epoch, 0 is silent.
+        command: the command line recorded in ``run.json`` (default ``sys.argv``).
     """
 
     def __init__(
@@ -262,8 +266,10 @@ class Trainer:
         strategy: tf.distribute.Strategy | None = None,
         init_from: str | None = None,
         verbose: int = 1,
+        command: list[str] | None = None,
     ) -> None:
-        self.config = config
+        self.config = absolute_paths(config)
+        self.command = command
         self.run_dir = os.path.abspath(run_dir)
         self.strategy = strategy or make_strategy(config.run.strategy, config.run.tpu)
         self.init_from = init_from
@@ -295,8 +301,11 @@ class Trainer:
                 f"data.batch_size {config.data.batch_size} (global) must be a multiple of the "
                 f"{replicas} replicas"
             )
-        # A checkpoint holds every weight, so the ImageNet file is not read again.
-        restoring = resume and tf.train.latest_checkpoint(self._own_dir(runs.CHECKPOINTS))
+        # Every worker resumes from the chief's checkpoints (the others' own are deleted when
+        # a run ends, and all must continue from the same update). A checkpoint holds every
+        # weight, so the ImageNet file is not read again.
+        latest = tf.train.latest_checkpoint(os.path.join(self.run_dir, runs.CHECKPOINTS))
+        restoring = resume and latest
         self.build(self.num_classes, self.total_steps, backbone_weights=not restoring)
         # Loss sampling's draws resume exactly too; without sampling the checkpoint is as before.
         sampling = self.loss.seed_generator
@@ -316,15 +325,13 @@ class Trainer:
         self.best_manager = tf.train.CheckpointManager(
             tf.train.Checkpoint(model=self.model), self._own_dir(runs.BEST), max_to_keep=1
         )
-        if resume and self.manager.latest_checkpoint and self._init_from_given:
+        if restoring and self._init_from_given:
             raise ValueError(
                 f"--init-from {self.init_from}: {self.run_dir} resumes from its checkpoint "
-                f"{self.manager.latest_checkpoint}; --init-from only starts a run"
+                f"{latest}; --init-from only starts a run"
             )
-        if resume and self.manager.latest_checkpoint:
-            self.checkpoint.restore(
-                self.manager.latest_checkpoint
-            ).assert_existing_objects_matched()
+        if restoring:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
         elif self.init_from:
             self._initialise_from(self.init_from)
 
@@ -545,7 +552,7 @@ class Trainer:
             self.init_from = previous.get("init_from")
         self._setup(resume)
         if self.chief:
-            metadata = runs.run_metadata()
+            metadata = runs.run_metadata(self.command)
             if self.init_from:
                 metadata["init_from"] = os.path.abspath(self.init_from)
             if resume and previous:
@@ -559,7 +566,6 @@ class Trainer:
                 config.data,
                 config.data.batch_size,
                 seed=config.run.seed,
-                deterministic=config.run.deterministic,
                 skip_batches=step * accumulate,
             )
         )

@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -40,6 +41,7 @@ __all__ = [
     "copy_matching_layers",
     "find_checkpoint",
     "latest_checkpoint",
+    "new_run_dir",
     "read_config",
     "read_metadata",
     "run_metadata",
@@ -80,6 +82,7 @@ def run_metadata(argv: list[str] | None = None) -> dict[str, Any]:
 
     return {
         "command": [sys.executable, *(sys.argv if argv is None else argv)],
+        "cwd": os.getcwd(),
         "commit": git_commit(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -92,6 +95,28 @@ def run_metadata(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "devices": [device.name for device in tf.config.list_logical_devices()],
     }
+
+
+def new_run_dir(base: str, name: str) -> str:
+    """Create and return a new folder ``base/<name>-<time>`` (``-2``, ``-3``... when runs
+    start in the same second): made here, so two jobs never share one.
+
+    >>> import tempfile
+    >>> base = tempfile.mkdtemp()
+    >>> first, second = new_run_dir(base, "fcn"), new_run_dir(base, "fcn")
+    >>> first != second and os.path.isdir(first) and os.path.isdir(second)
+    True
+    """
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    os.makedirs(base, exist_ok=True)
+    for attempt in itertools.count(1):
+        folder = os.path.join(base, f"{name}-{stamp}" + (f"-{attempt}" if attempt > 1 else ""))
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue
+        return folder
+    raise AssertionError("unreachable")
 
 
 def write_config(folder: str, config: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:

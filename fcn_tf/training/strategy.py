@@ -39,8 +39,11 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.NotFoundError) as error:
-            raise RuntimeError(f"--strategy tpu: no TPU found ({error}); pass --tpu NAME") from None
+        except Exception as error:  # the resolver's failures vary (ValueError, URLError...)
+            where = f"--tpu {tpu}" if tpu else "no --tpu given"
+            raise ValueError(
+                f"--strategy tpu: no TPU found ({where}: {error}); pass --tpu NAME"
+            ) from None
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"unknown strategy {name!r}")
 

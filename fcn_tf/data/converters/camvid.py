@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from fcn_tf.data.converters.common import read_bytes, read_label
+from fcn_tf.data.converters.common import join_paths, read_bytes, read_label, split_paths
 from fcn_tf.data.records import Sample
 from fcn_tf.data.writer import BadSampleError, Converter
 
@@ -52,13 +52,15 @@ class CamVid(Converter):
                     continue
                 if len(parts) != 2:
                     raise BadSampleError(f"{self.list_file}:{number}: expected 'IMAGE LABEL'")
-                pairs.append("\t".join(self._resolve(p) for p in parts))
+                pairs.append(join_paths(*(self._resolve(p) for p in parts)))
         return pairs
 
     def load(self, key: str) -> Sample:
-        image_path, label_path = key.split("\t")
+        image_path, label_path = split_paths(key)
         label = read_label(label_path)
-        label = np.where(label == VOID, self.ignore_label, label).astype(np.uint8)
+        # No cast here: the writer's check refuses values past the classes (a 16-bit 256 would
+        # wrap to class 0 as uint8).
+        label = np.where(label == VOID, self.ignore_label, label)
         return Sample(
             os.path.basename(image_path),
             read_bytes(image_path),

@@ -8,10 +8,36 @@ from PIL import Image, ImageOps
 
 from fcn_tf.data.writer import BadSampleError
 
-__all__ = ["read_bytes", "read_image", "read_label", "read_lines", "read_mat", "shift_labels"]
+__all__ = [
+    "join_paths",
+    "read_bytes",
+    "read_image",
+    "read_label",
+    "read_lines",
+    "read_mat",
+    "shift_labels",
+    "split_paths",
+]
 
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I")
 _ORIENTATION = 0x0112  # the EXIF tag
+# Joins an image's and a label's path into one sample key: NUL is the one character no path
+# can hold (a tab or a space can).
+_KEY_SEPARATOR = "\0"
+
+
+def join_paths(*paths: str) -> str:
+    r"""One sample key for several files; :func:`split_paths` gives them back.
+
+    >>> split_paths(join_paths("a\tb.png", "c d.png"))
+    ['a\tb.png', 'c d.png']
+    """
+    return _KEY_SEPARATOR.join(paths)
+
+
+def split_paths(key: str) -> list[str]:
+    """The files of a key made by :func:`join_paths`."""
+    return key.split(_KEY_SEPARATOR)
 
 
 def read_bytes(path: str) -> bytes:

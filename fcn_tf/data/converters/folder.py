@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from fcn_tf.data.converters.common import WIDE_MODES, read_image
+from fcn_tf.data.converters.common import WIDE_MODES, join_paths, read_image, split_paths
 from fcn_tf.data.records import Sample
 from fcn_tf.data.writer import BadSampleError, Converter
 
@@ -267,12 +267,12 @@ class Folder(Converter):
         if problems:
             raise ValueError("folder: " + "; ".join(problems))
         return [
-            f"{os.path.join(images_dir, images[stem])}\t{os.path.join(masks_dir, masks[stem])}"
+            join_paths(os.path.join(images_dir, images[stem]), os.path.join(masks_dir, masks[stem]))
             for stem in sorted(images)
         ]
 
     def load(self, key: str) -> Sample:
-        image_path, mask_path = key.split("\t")
+        image_path, mask_path = split_paths(key)
         label = read_mask(mask_path, self.colours)
         return Sample(
             os.path.basename(image_path),

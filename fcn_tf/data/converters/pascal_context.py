@@ -125,7 +125,7 @@ def _voc2010(root: str, voc_root: str | None) -> str:
             return folder
     raise FileNotFoundError(
         f"pascal_context: no VOC2010 JPEGImages folder in any of {candidates}; "
-        "give voc_root (the VOCdevkit or VOC2010 folder)"
+        "give voc_root (--voc-root: the VOCdevkit or VOC2010 folder)"
     )
 
 
