@@ -17,6 +17,15 @@ def _seed():
     keras.utils.set_random_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _dtype_policy():
+    # A test that sets up a mixed-precision trainer without fit() (which restores the policy)
+    # must not build later tests' models in float16.
+    policy = keras.mixed_precision.global_policy()
+    yield
+    keras.mixed_precision.set_global_policy(policy)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

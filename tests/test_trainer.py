@@ -266,6 +266,15 @@ def test_resume_refuses_what_would_move_the_input_and_a_finished_run_is_left_as_
     longer = recipes.override(config, ["run.epochs=2", "solver.accumulate=null"])
     with pytest.raises(ValueError, match=r"solver\.accumulate was 1 and is now 20"):
         Trainer(longer, str(run_dir), verbose=0).fit(resume=True)
+    # The seed, the shuffle buffer and the records fix the stream's order.
+    for assignment, field in [
+        ("run.seed=7", "run.seed"),
+        ("data.shuffle_buffer=1", "data.shuffle_buffer"),
+        (f"data.train={tmp_path / 'other'}/*.tfrecord", "data.train"),
+    ]:
+        longer = recipes.override(config, ["run.epochs=2", assignment])
+        with pytest.raises(ValueError, match=rf"{field} was .* and is now"):
+            Trainer(longer, str(run_dir), verbose=0).fit(resume=True)
     longer = recipes.override(config, ["run.epochs=2"])
     with pytest.raises(ValueError, match=r"--init-from .* resumes from its checkpoint"):
         Trainer(longer, str(run_dir), init_from=str(run_dir), verbose=0).fit(resume=True)
@@ -725,6 +734,21 @@ def test_own_training_data_without_validation_data_drops_the_recipes_validation(
     assert "data.val=null" not in train._assignments(args)
 
 
+def test_train_cli_warns_only_when_validation_is_really_dropped(tmp_path, monkeypatch, capsys):
+    # A start refused by the set-up checks leaves no empty run folder behind either.
+    train = _train_cli()
+    monkeypatch.chdir(tmp_path)
+    voc = str(REPO_ROOT / "training/configs/voc_fcn32s.yaml")
+    for extra, warned in [([], True), (["--set", "data.val='mine/v*.tfrecord'"], False)]:
+        with pytest.raises(SystemExit) as exit:
+            train.main(["--config", voc, "--train-data", "mine/*.tfrecord", *extra])
+        assert exit.value.code == 2
+        err = capsys.readouterr().err
+        assert ("warning: --train-data without --val-data" in err) == warned, err
+        assert "data.train: no file matches" in err
+        assert os.listdir(tmp_path / "runs") == []
+
+
 def test_default_run_folders_are_never_shared(tmp_path):
     folders = {runs.new_run_dir(str(tmp_path), "fcn") for _ in range(3)}  # the same second
     assert len(folders) == 3 and all(os.path.isdir(folder) for folder in folders)
@@ -735,3 +759,22 @@ def test_no_tpu_is_a_clear_error():
 
     with pytest.raises(ValueError, match=r"--strategy tpu: no TPU found \(no --tpu given"):
         make_strategy("tpu")
+
+
+def test_converter_path_options_are_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = recipes.from_dict(
+        {
+            "data": {
+                "options": {"voc_root": "VOCdevkit", "height": 32, "palette": "gs://b/p.json"},
+                "split_options": {"train": {"root": "~/context"}},
+            }
+        }
+    )
+    data = recipes.absolute_paths(config).data
+    assert data.options == {
+        "voc_root": str(tmp_path / "VOCdevkit"),
+        "height": 32,
+        "palette": "gs://b/p.json",
+    }
+    assert data.split_options == {"train": {"root": os.path.expanduser("~/context")}}

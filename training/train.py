@@ -11,6 +11,7 @@ the exact next step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from fcn_tf.training.loop import NonFiniteLossError, Trainer
     from fcn_tf.training.runs import new_run_dir, read_config
 
+    made = None  # the run folder this command created, removed again if the run never starts
     try:
         if args.resume:
             config = recipes.from_dict(read_config(args.resume), where=args.resume)
@@ -100,20 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = recipes.load_recipe(args.config)
             run_dir = args.out
-            if args.train_data is not None and args.val_data is None and config.data.val:
-                print(
-                    f"{parser.prog}: warning: --train-data without --val-data: no validation "
-                    f"(the recipe's data.val {config.data.val!r} is another dataset's); give "
-                    "--val-data",
-                    file=sys.stderr,
-                )
+        recipe_val = config.data.val
         config = recipes.override(config, _assignments(args))
+        if recipe_val and config.data.val is None and args.train_data is not None:
+            print(
+                f"{parser.prog}: warning: --train-data without --val-data: no validation "
+                f"(the recipe's data.val {recipe_val!r} is another dataset's); give --val-data",
+                file=sys.stderr,
+            )
         if run_dir is None:
             if config.run.strategy == "multi_worker":
                 raise ValueError(
                     "--strategy multi_worker needs --out: the folder every worker shares"
                 )
-            run_dir = new_run_dir("runs", config.name)
+            run_dir = made = new_run_dir("runs", config.name)
         command = [os.path.abspath(__file__), *(sys.argv[1:] if argv is None else argv)]
         trainer = Trainer(
             config,
@@ -129,10 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         # What the recipe, override and set-up checks refuse (records, classes, --init-from,
         # run folder): a message, not a traceback. TensorFlow's own errors keep theirs.
+        _remove_if_empty(made)
         parser.error(str(error))
     if trainer.chief:
         _report(result, config.name)
     return 0
+
+
+def _remove_if_empty(folder: str | None) -> None:
+    if folder is not None:
+        with contextlib.suppress(OSError):  # not empty: a run started and wrote there
+            os.rmdir(folder)
 
 
 def _report(result: dict, name: str) -> None:

@@ -272,28 +272,42 @@ _PATH_FIELDS = (
     ("data", "records_dir"),
     ("model", "backbone_weights"),
 )
+# Converter options (data.options, data.split_options[split]) that name files or folders.
+_PATH_OPTIONS = ("root", "voc_root", "palette")
+
+
+def _absolute(value: str) -> str:
+    return value if "://" in value else os.path.abspath(os.path.expanduser(value))
+
+
+def _absolute_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: _absolute(value) if key in _PATH_OPTIONS and isinstance(value, str) else value
+        for key, value in options.items()
+    }
 
 
 def absolute_paths(config: TrainConfig) -> TrainConfig:
     """The config with its local paths made absolute (``~`` expanded), so a run's
     ``config.yaml`` means the same files from any working directory (``--resume`` from
-    elsewhere). URLs (``gs://...``) and ``backbone_weights: imagenet`` are kept.
+    elsewhere), converter options ``root``, ``voc_root`` and ``palette`` included. URLs
+    (``gs://...``) and ``backbone_weights: imagenet`` are kept.
 
     >>> import os
     >>> absolute_paths(TrainConfig(data=DataConfig(train="rec/*.tfrecord"))).data.train == (
     ...     os.path.join(os.getcwd(), "rec", "*.tfrecord"))
     True
     """
-    sections = {}
+    sections: dict[str, dict[str, Any]] = {}
     for section, key in _PATH_FIELDS:
         value = getattr(getattr(config, section), key)
-        if (
-            not isinstance(value, str)
-            or "://" in value
-            or (section, value) == ("model", "imagenet")
-        ):
-            continue
-        sections.setdefault(section, {})[key] = os.path.abspath(os.path.expanduser(value))
+        if isinstance(value, str) and (section, value) != ("model", "imagenet"):
+            sections.setdefault(section, {})[key] = _absolute(value)
+    data = sections.setdefault("data", {})
+    data["options"] = _absolute_options(config.data.options)
+    data["split_options"] = {
+        split: _absolute_options(options) for split, options in config.data.split_options.items()
+    }
     return dataclasses.replace(
         config,
         **{

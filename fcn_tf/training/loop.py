@@ -70,11 +70,17 @@ __all__ = [
 
 def _check_resumable(previous_config: dict[str, Any], config: TrainConfig) -> None:
     """Resume continues the input stream by counting batches: refuse what would move it."""
-    previous = from_dict(previous_config, where="the run's config.yaml")
-    # The effective accumulation: null takes the preset's, which another preset changes.
+    # Absolute on both sides: runs saved before paths were stored absolute hold them as typed.
+    previous = absolute_paths(from_dict(previous_config, where="the run's config.yaml"))
+    config = absolute_paths(config)
+    # The effective accumulation: null takes the preset's, which another preset changes. The
+    # seed, shuffle buffer and records fix the order of the stream that resuming counts into.
     for field, before, now in (
         ("data.batch_size", previous.data.batch_size, config.data.batch_size),
         ("solver.accumulate", _accumulate(previous), _accumulate(config)),
+        ("run.seed", previous.run.seed, config.run.seed),
+        ("data.shuffle_buffer", previous.data.shuffle_buffer, config.data.shuffle_buffer),
+        ("data.train", previous.data.train, config.data.train),
     ):
         if before != now:
             raise ValueError(
