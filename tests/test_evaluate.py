@@ -170,3 +170,36 @@ def test_cli_names_a_missing_model(records, tmp_path, capsys):
     main = runpy.run_path(EVALUATE)["main"]
     assert main(["--model", str(tmp_path / "gone.keras"), "--data", records, "--quiet"]) == 1
     assert "gone.keras: no such model" in capsys.readouterr().err
+
+
+def test_records_without_dataset_json_take_the_models_class_names(model, records, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for path in tf.io.gfile.glob(records):
+        tf.io.gfile.copy(path, str(bare / path.split("/")[-1]))
+    base = str(tmp_path / "export")
+    export_saved_model(model, base, class_names=NAMES)
+    report = evaluate(base, str(bare), verbose=0)
+    assert report["class_names"] == NAMES and list(report["per_class_iu"]) == NAMES
+    assert report["confusion_matrix"] == evaluate(model, records, verbose=0)["confusion_matrix"]
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=r"--num-classes\) must be >= 1"):
+            evaluate(base, str(bare), num_classes=bad, verbose=0)
+
+
+def test_cli_names_a_corrupt_record_file(model, tmp_path, capsys):
+    keras_file = str(tmp_path / "model.keras")
+    model.save(keras_file)
+    junk = tmp_path / "junk.tfrecord"
+    junk.write_text("not a record\n")
+    main = runpy.run_path(EVALUATE)["main"]
+    argv = ["--model", keras_file, "--data", str(junk), "--num-classes", "6", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "e")]) == 1
+    error = capsys.readouterr().err
+    assert f"{junk}: corrupted record at 0" in error and "Traceback" not in error
+    # Well framed, but not an Example: the reader's message names the file and the record.
+    with tf.io.TFRecordWriter(str(junk)) as writer:
+        writer.write(b"not an Example")
+    assert main([*argv, "--out", str(tmp_path / "e")]) == 1
+    error = capsys.readouterr().err
+    assert "corrupt record #0" in error and str(junk) in error and "Traceback" not in error

@@ -113,6 +113,17 @@ def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing\.jpg"):
         list_images([str(tmp_path / "missing.jpg")])
     assert list_images([str(tmp_path)]) == [str(tmp_path / "broken.png")]  # .txt is skipped
+    Image.fromarray(np.full((3, 4), 0.5, np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(ValueError, match=r"float\.tif: 32-bit float pixels"):
+        read_image(str(tmp_path / "float.tif"))
+
+
+def test_overlay_weight_outside_0_1_is_refused(model, tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    for alpha in (-0.1, 3.0):
+        with pytest.raises(ValueError, match=r"--alpha\) must be in \[0, 1\]"):
+            predict_images(model, [str(tmp_path / "a.png")], str(tmp_path / "out"), alpha=alpha)
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_image_over_pillows_pixel_limit_is_named(tmp_path, monkeypatch):

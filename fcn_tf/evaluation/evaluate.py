@@ -59,14 +59,21 @@ def confusion_of(
     verbose: int = 1,
 ) -> np.ndarray:
     """The ``[C, C]`` confusion matrix of ``segmenter`` over the records ``files``."""
+    import tensorflow as tf
+
     from fcn_tf.data.pipeline import load
 
     confusion = np.zeros((num_classes, num_classes), np.int64)
     bar = keras.utils.Progbar(count, verbose=verbose, unit_name="image")
-    for images, labels in load(files, training=False, image_dtype="uint8"):
-        predicted = segmenter(images.numpy())
-        confusion += confusion_matrix(labels.numpy(), predicted, num_classes, ignore_label)
-        bar.add(1)
+    try:
+        for images, labels in load(files, training=False, image_dtype="uint8"):
+            predicted = segmenter(images.numpy())
+            confusion += confusion_matrix(labels.numpy(), predicted, num_classes, ignore_label)
+            bar.add(1)
+    except tf.errors.InvalidArgumentError as error:
+        # A corrupt record: the reader's own line names the file, record and offset.
+        lines = [line for line in error.message.splitlines() if "corrupt record" in line]
+        raise ValueError(lines[0].strip() if lines else error.message.splitlines()[0]) from None
     return confusion
 
 
@@ -93,7 +100,12 @@ def evaluate(
     name (``None`` where undefined), the confusion matrix, the image count and the sources.
     """
     segmenter = open_model(model)
-    info = split_info(data, num_classes, default_num_classes=segmenter.num_classes)
+    info = split_info(
+        data,
+        num_classes,
+        default_num_classes=segmenter.num_classes,
+        default_class_names=segmenter.class_names,
+    )
     if segmenter.num_classes is not None and segmenter.num_classes != info.num_classes:
         raise ValueError(
             f"{segmenter.source} scores {segmenter.num_classes} classes, but {data} has "

@@ -52,6 +52,12 @@ def read_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
+            if image.mode == "F":
+                # Float pixels have no agreed range (0-1? 0-255? HDR?); Pillow would clip.
+                raise ValueError(
+                    f"{path}: 32-bit float pixels (mode F) have no standard range; save it "
+                    "with 8 or 16 bits per channel"
+                )
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 # 16-bit gray: Pillow's RGB conversion would clip, not scale, to 8 bits. A fixed
                 # 65535 -> 255 scale keeps a dark photo dark, as its 8-bit copy would be.
@@ -152,6 +158,8 @@ def predict_images(
     from fcn_tf.files import write_png
     from fcn_tf.palette import colorize
 
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha (--alpha) must be in [0, 1], got {alpha}")
     segmenter = open_model(model)
     names = _class_names(segmenter, palette)
     colours = _palette(names, palette)

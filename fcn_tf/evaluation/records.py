@@ -36,15 +36,20 @@ def split_info(
     num_classes: int | None = None,
     class_names: list[str] | None = None,
     default_num_classes: int | None = None,
+    default_class_names: list[str] | None = None,
 ) -> SplitInfo:
     """The records matching ``pattern``; classes from ``dataset.json`` beside them unless
-    given, else ``default_num_classes`` (e.g. the model's): records alone do not say how
-    many classes there are."""
+    given, else ``default_num_classes`` and ``default_class_names`` (e.g. the model's):
+    records alone do not say how many classes there are."""
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"the number of classes (--num-classes) must be >= 1, got {num_classes}")
     split = record_split(pattern)
     metadata: dict[str, Any] = split.metadata
     names = class_names or metadata.get("class_names")
     count = num_classes or metadata.get("num_classes") or (len(names) if names else None)
     count = count or default_num_classes
+    if not names and default_class_names and len(default_class_names) == count:
+        names = default_class_names
     if not count:
         raise ValueError(
             f"{pattern}: no dataset.json beside the records names the classes; give the "

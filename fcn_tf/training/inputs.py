@@ -55,8 +55,16 @@ class RecordSplit:
 
 
 def count_records(files: list[str]) -> int:
-    """The number of records in TFRecord ``files`` (read, not decoded)."""
-    return int(tf.data.TFRecordDataset(files).reduce(0, lambda count, _: count + 1))
+    """The number of records in TFRecord ``files`` (read, not decoded); a file that is not
+    one is named."""
+    total = 0
+    for path in files:  # one at a time, so the error can say which
+        try:
+            total += int(tf.data.TFRecordDataset(path).reduce(0, lambda count, _: count + 1))
+        except tf.errors.DataLossError as error:
+            detail = error.message.split("}} ")[-1].split(" [Op:")[0]
+            raise ValueError(f"{path}: {detail}") from None
+    return total
 
 
 _SPLIT_TOTALS = ("count", "class_pixel_counts", "mean_rgb", "skipped")
