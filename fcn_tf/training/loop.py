@@ -69,10 +69,10 @@ __all__ = [
 
 
 def _check_resumable(previous_config: dict[str, Any], config: TrainConfig) -> None:
-    """Resume continues the input stream by counting batches: refuse what would move it."""
-    # Absolute on both sides: runs saved before paths were stored absolute hold them as typed.
+    """Resume continues the input stream by counting batches: refuse what would move it.
+    ``config`` is the trainer's, whose paths are absolute."""
+    # Runs saved before paths were stored absolute hold them as typed.
     previous = absolute_paths(from_dict(previous_config, where="the run's config.yaml"))
-    config = absolute_paths(config)
     # The effective accumulation: null takes the preset's, which another preset changes. The
     # seed, shuffle buffer and records fix the order of the stream that resuming counts into.
     for field, before, now in (

@@ -20,7 +20,6 @@ True
 from __future__ import annotations
 
 import datetime
-import itertools
 import json
 import os
 import platform
@@ -109,14 +108,14 @@ def new_run_dir(base: str, name: str) -> str:
     """
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     os.makedirs(base, exist_ok=True)
-    for attempt in itertools.count(1):
-        folder = os.path.join(base, f"{name}-{stamp}" + (f"-{attempt}" if attempt > 1 else ""))
+    folder, attempt = os.path.join(base, f"{name}-{stamp}"), 1
+    while True:
         try:
             os.mkdir(folder)
+            return folder
         except FileExistsError:
-            continue
-        return folder
-    raise AssertionError("unreachable")
+            attempt += 1
+            folder = os.path.join(base, f"{name}-{stamp}-{attempt}")
 
 
 def write_config(folder: str, config: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
