@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     import keras
     import tensorflow as tf
 
-    from fcn_tf.flops import count_flops
-    from fcn_tf.inference import Predictor, default_jit_compile, onednn_weights_frozen
-    from fcn_tf.models import build_fcn, get_backbone
+    from fcn_tf.inference import onednn_weights_frozen
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -180,6 +178,35 @@ def main(argv: list[str] | None = None) -> dict:
     progress(f"matmul {args.matmul_size}x{args.matmul_size} fp32 ...")
     matmul_start = measure_matmul(tf, args.matmul_size, args.matmul_repeats, args.quiet_wait)
     progress(f"  TF {matmul_start['tf_gflops']} GFLOP/s, numpy {matmul_start['numpy_gflops']}")
+    raw = measure_all(tf, keras, args, began)
+    matmul_end = measure_matmul(tf, args.matmul_size, args.matmul_repeats, args.quiet_wait)
+    rate, best_rate, matmul = matmul_rate(matmul_start, matmul_end)
+    add_roofline(raw, rate, best_rate)
+    report = {
+        "machine": machine_info(tf, keras),
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "onednn_weights_frozen": onednn_weights_frozen(),
+        "matmul": matmul,
+        "results": raw,
+        "summary": summarize(raw),
+        "elapsed_s": round(time.perf_counter() - began, 1),
+    }
+    print(
+        f"fp32 matmul {args.matmul_size}^3: TF {rate:.1f} GFLOP/s (start "
+        f"{matmul_start['tf_gflops']}, end {matmul_end['tf_gflops']}), numpy "
+        f"{matmul_start['numpy_gflops']} / {matmul_end['numpy_gflops']} GFLOP/s"
+    )
+    print(table(raw))
+    print_summary(report["summary"])
+    emit(report, args.json)
+    return report
+
+
+def measure_all(tf, keras, args: argparse.Namespace, began: float) -> list[dict]:
+    """One row per backbone, variant, geometry, size and jit setting, latencies measured."""
+    from fcn_tf.flops import count_flops
+    from fcn_tf.inference import Predictor, default_jit_compile
+    from fcn_tf.models import build_fcn, get_backbone
 
     # Keras applications' backbones take the "same" geometry only.
     plans = [
@@ -217,9 +244,11 @@ def main(argv: list[str] | None = None) -> dict:
                     f"elapsed {time.perf_counter() - began:.0f} s"
                 )
         del model, predictors
+    return raw
 
-    matmul_end = measure_matmul(tf, args.matmul_size, args.matmul_repeats, args.quiet_wait)
-    rate, best_rate, matmul = matmul_rate(matmul_start, matmul_end)
+
+def add_roofline(raw: list[dict], rate: float, best_rate: float) -> None:
+    """Each row's roofline time and its latency's ratio to it (median, and best vs best)."""
     for row in raw:
         roofline = row["flops"] / (rate * 1e9)
         row["roofline_s"] = round(roofline, 5)
@@ -227,22 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
         # Best against best: what a quiet machine would show when others share this one.
         row["roofline_ratio_best"] = round(row["latency_min_s"] * best_rate * 1e9 / row["flops"], 3)
 
-    report = {
-        "machine": machine_info(tf, keras),
-        "settings": {k: v for k, v in vars(args).items() if k != "json"},
-        "onednn_weights_frozen": onednn_weights_frozen(),
-        "matmul": matmul,
-        "results": raw,
-        "summary": summarize(raw),
-        "elapsed_s": round(time.perf_counter() - began, 1),
-    }
-    print(
-        f"fp32 matmul {args.matmul_size}^3: TF {rate:.1f} GFLOP/s (start "
-        f"{matmul_start['tf_gflops']}, end {matmul_end['tf_gflops']}), numpy "
-        f"{matmul_start['numpy_gflops']} / {matmul_end['numpy_gflops']} GFLOP/s"
-    )
-    print(table(raw))
-    summary = report["summary"]
+
+def print_summary(summary: dict) -> None:
     if "jit_speedup_geomean" in summary:
         print(
             f"XLA speed-up (off/on median latency), geometric mean: "
@@ -258,8 +273,6 @@ def main(argv: list[str] | None = None) -> dict:
             f"-> {'met' if goal['met'] else 'not met'} (min latency vs best matmul: "
             f"{goal['best_ratio_min_latency']}x)"
         )
-    emit(report, args.json)
-    return report
 
 
 if __name__ == "__main__":

@@ -484,27 +484,11 @@ def load(
     """
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    crop = None if crop_size is None else _pair(crop_size, "crop_size")
-    if batch_size > 1 and crop is None:
-        raise ValueError(
-            f"batch_size={batch_size} needs a crop_size: images of different sizes cannot be "
-            "batched (use batch_size=1 for whole images at their own size)"
-        )
-    if scale_range is not None:
-        scale_range = (float(scale_range[0]), float(scale_range[1]))
-        if not 0 < scale_range[0] <= scale_range[1]:
-            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high: {scale_range}")
-    if jitter is True:
-        jitter = 1.0
-    if not callable(jitter):
-        jitter = float(jitter)
-        if not 0 <= jitter <= 2:
-            raise ValueError(f"jitter strength must be in [0, 2], got {jitter}")
-    if image_dtype not in ("float32", "uint8"):
-        raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
-    pad = (float(pad_value),) * 3 if np.isscalar(pad_value) else tuple(map(float, pad_value))
-    if len(pad) != 3:
-        raise ValueError(f"pad_value must be one value or three (RGB), got {pad_value!r}")
+    if not isinstance(skip, numbers.Integral) or skip < 0:
+        raise ValueError(f"skip must be a non-negative int, got {skip!r}")
+    options = _augment_options(
+        batch_size, crop_size, scale_range, mirror, jitter, ignore_label, pad_value, image_dtype
+    )
     if deterministic is None:
         deterministic = not training or seed is not None
     if seed is None:
@@ -512,71 +496,19 @@ def load(
     if drop_remainder is None:
         drop_remainder = training
 
-    files = list_files(files_or_pattern)
-    sizes = [tf.io.gfile.stat(f).length for f in files]
-    record_shards = None
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        pipelines, pipeline = input_context.num_input_pipelines, input_context.input_pipeline_id
-        if len(files) >= pipelines:
-            files, sizes = files[pipeline::pipelines], sizes[pipeline::pipelines]
-        else:
-            record_shards = (pipelines, pipeline)
-
-    dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
-    # Sharding by records needs every pipeline to see the same record order.
-    if training and record_shards is None and len(files) > 1:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    counter = skip_corrupt if isinstance(skip_corrupt, CorruptRecordCounter) else None
-    salvage = bool(skip_corrupt)
-    dataset = dataset.interleave(
-        lambda path, size: _read_file(path, size, salvage),
-        # Evaluation reads the files one after the other, so its order is the files' order.
-        cycle_length=min(len(files), 16) if training else 1,
+    reading = _Reading(
+        training=training,
+        seed=seed,
+        deterministic=deterministic,
+        shuffle_buffer=shuffle_buffer,
+        repeat=repeat,
+        skip_corrupt=skip_corrupt,
         num_parallel_calls=num_parallel_calls,
-        deterministic=deterministic or record_shards is not None,
     )
-    if record_shards is not None:
-        dataset = dataset.shard(*record_shards)
-
-    def decode_and_check(records: tf.data.Dataset) -> tf.data.Dataset:
-        decoded = records.interleave(
-            _decode,
-            num_parallel_calls=num_parallel_calls,
-            deterministic=deterministic,
-        )
-        if salvage:
-            return decoded.filter(_skip_filter(counter))
-        return decoded.map(_strict)
-
-    def shuffle_and_repeat(elements: tf.data.Dataset) -> tf.data.Dataset:
-        if training:
-            elements = elements.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        return elements.repeat() if repeat else elements
-
-    if not isinstance(skip, numbers.Integral) or skip < 0:
-        raise ValueError(f"skip must be a non-negative int, got {skip!r}")
-    if cache is not False:
-        dataset = decode_and_check(dataset).cache("" if cache is True else os.fspath(cache))
-        dataset = shuffle_and_repeat(dataset).skip(skip)
-    elif salvage and skip:
-        # Dropped corrupt records must not count towards ``skip``: decode before skipping.
-        dataset = decode_and_check(shuffle_and_repeat(dataset)).skip(skip)
-    else:
-        dataset = decode_and_check(shuffle_and_repeat(dataset).skip(skip))
-
-    options = _Augment(
-        crop_size=crop,
-        scale_range=scale_range,
-        mirror=mirror,
-        jitter=jitter or None,
-        ignore_label=int(ignore_label),
-        pad_value=pad,
-        image_dtype=tf.as_dtype(image_dtype),
-    )
+    dataset = _records(files_or_pattern, input_context, reading, cache, skip)
     if training:
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        keys = keys.skip(skip)
-        dataset = tf.data.Dataset.zip(dataset, keys).map(
+        dataset = tf.data.Dataset.zip(dataset, keys.skip(skip)).map(
             lambda element, key: _train_transform(element, key, options),
             num_parallel_calls=num_parallel_calls,
             deterministic=deterministic,
@@ -598,3 +530,117 @@ def load(
             tf.data.experimental.AutoShardPolicy.OFF
         )
     return dataset.with_options(ds_options)
+
+
+def _augment_options(
+    batch_size: int,
+    crop_size: int | tuple[int, int] | None,
+    scale_range: tuple[float, float] | None,
+    mirror: bool,
+    jitter: bool | float | Callable,
+    ignore_label: int,
+    pad_value: float | Sequence[float],
+    image_dtype: str,
+) -> _Augment:
+    """:func:`load`'s augmentation arguments, checked and normalised."""
+    crop = None if crop_size is None else _pair(crop_size, "crop_size")
+    if batch_size > 1 and crop is None:
+        raise ValueError(
+            f"batch_size={batch_size} needs a crop_size: images of different sizes cannot be "
+            "batched (use batch_size=1 for whole images at their own size)"
+        )
+    if scale_range is not None:
+        scale_range = (float(scale_range[0]), float(scale_range[1]))
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high: {scale_range}")
+    if jitter is True:
+        jitter = 1.0
+    if not callable(jitter):
+        jitter = float(jitter)
+        if not 0 <= jitter <= 2:
+            raise ValueError(f"jitter strength must be in [0, 2], got {jitter}")
+    if image_dtype not in ("float32", "uint8"):
+        raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {image_dtype!r}")
+    pad = (float(pad_value),) * 3 if np.isscalar(pad_value) else tuple(map(float, pad_value))
+    if len(pad) != 3:
+        raise ValueError(f"pad_value must be one value or three (RGB), got {pad_value!r}")
+    return _Augment(
+        crop_size=crop,
+        scale_range=scale_range,
+        mirror=mirror,
+        jitter=jitter or None,
+        ignore_label=int(ignore_label),
+        pad_value=pad,
+        image_dtype=tf.as_dtype(image_dtype),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    training: bool
+    seed: int
+    deterministic: bool
+    shuffle_buffer: int
+    repeat: bool
+    skip_corrupt: bool | CorruptRecordCounter
+    num_parallel_calls: int
+
+
+def _records(
+    files_or_pattern: str | os.PathLike | Sequence[str | os.PathLike],
+    input_context: tf.distribute.InputContext | None,
+    reading: _Reading,
+    cache: bool | str,
+    skip: int,
+) -> tf.data.Dataset:
+    """Decoded, checked, shuffled (training) records of this input pipeline's part."""
+    files = list_files(files_or_pattern)
+    sizes = [tf.io.gfile.stat(f).length for f in files]
+    record_shards = None
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        pipelines, pipeline = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(files) >= pipelines:
+            files, sizes = files[pipeline::pipelines], sizes[pipeline::pipelines]
+        else:
+            record_shards = (pipelines, pipeline)
+
+    training, seed, deterministic = reading.training, reading.seed, reading.deterministic
+    dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
+    # Sharding by records needs every pipeline to see the same record order.
+    if training and record_shards is None and len(files) > 1:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    skip_corrupt = reading.skip_corrupt
+    counter = skip_corrupt if isinstance(skip_corrupt, CorruptRecordCounter) else None
+    salvage = bool(skip_corrupt)
+    dataset = dataset.interleave(
+        lambda path, size: _read_file(path, size, salvage),
+        # Evaluation reads the files one after the other, so its order is the files' order.
+        cycle_length=min(len(files), 16) if training else 1,
+        num_parallel_calls=reading.num_parallel_calls,
+        deterministic=deterministic or record_shards is not None,
+    )
+    if record_shards is not None:
+        dataset = dataset.shard(*record_shards)
+
+    def decode_and_check(records: tf.data.Dataset) -> tf.data.Dataset:
+        decoded = records.interleave(
+            _decode, num_parallel_calls=reading.num_parallel_calls, deterministic=deterministic
+        )
+        if salvage:
+            return decoded.filter(_skip_filter(counter))
+        return decoded.map(_strict)
+
+    def shuffle_and_repeat(elements: tf.data.Dataset) -> tf.data.Dataset:
+        if training:
+            elements = elements.shuffle(
+                reading.shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+            )
+        return elements.repeat() if reading.repeat else elements
+
+    if cache is not False:
+        dataset = decode_and_check(dataset).cache("" if cache is True else os.fspath(cache))
+        return shuffle_and_repeat(dataset).skip(skip)
+    if salvage and skip:
+        # Dropped corrupt records must not count towards ``skip``: decode before skipping.
+        return decode_and_check(shuffle_and_repeat(dataset)).skip(skip)
+    return decode_and_check(shuffle_and_repeat(dataset).skip(skip))

@@ -544,7 +544,32 @@ class Trainer:
             keras.mixed_precision.set_global_policy(previous_policy)
 
     def _fit(self, resume: bool) -> dict[str, Any]:
-        config = self.config
+        self._start(resume)
+        step = int(self.updates.numpy())
+        iterator = self._training_input(step)
+        self._compile_steps()
+        writer = (
+            tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
+            if self.chief
+            else tf.summary.create_noop_writer()
+        )
+        if resume and step >= self.total_steps and self.chief:
+            print(
+                f"{self.run_dir} already finished at update {step} of {self.total_steps}: "
+                "nothing to train (raise --epochs to continue)"
+            )
+        trained, val = step < self.total_steps, None
+        while step < self.total_steps:
+            record = self._train_epoch(iterator, step)
+            step, val = record["step"], record["val"]
+            self._end_epoch(record, writer)
+        result = self._finish(val, export=trained)
+        writer.close()
+        self._clean_worker_files()
+        return result
+
+    def _start(self, resume: bool) -> None:
+        """Check that the run folder may be (re)started, set up, write config and metadata."""
         previous = runs.read_metadata(self.run_dir)
         if self.chief and not resume and previous is not None:
             raise FileExistsError(
@@ -552,7 +577,7 @@ class Trainer:
                 f"--resume {self.run_dir} (fit(resume=True)) or train into another folder"
             )
         if resume and previous:
-            _check_resumable(previous_config=runs.read_config(self.run_dir), config=config)
+            _check_resumable(previous_config=runs.read_config(self.run_dir), config=self.config)
         if resume and self.init_from is None and previous:
             # A staged run stopped before its first checkpoint starts again from its coarser net.
             self.init_from = previous.get("init_from")
@@ -563,19 +588,23 @@ class Trainer:
                 metadata["init_from"] = os.path.abspath(self.init_from)
             if resume and previous:
                 metadata = {**previous, "resumes": [*previous.get("resumes", []), metadata]}
-            runs.write_config(self.run_dir, to_dict(config), metadata)
-        accumulate = self.solver.accumulate
-        step = int(self.updates.numpy())
+            runs.write_config(self.run_dir, to_dict(self.config), metadata)
+
+    def _training_input(self, step: int):
+        """The distributed training iterator, positioned after ``step`` updates' batches."""
+        config = self.config
         dataset = self.strategy.distribute_datasets_from_function(
             train_dataset_fn(
                 self.train_split,
                 config.data,
                 config.data.batch_size,
                 seed=config.run.seed,
-                skip_batches=step * accumulate,
+                skip_batches=step * self.solver.accumulate,
             )
         )
-        iterator = iter(dataset)
+        return iter(dataset)
+
+    def _compile_steps(self) -> None:
         self._clear_gradient_sums()
         self._train_step = self.train_step_fn()
         self._eval_step = self._eval_step_fn()
@@ -583,67 +612,51 @@ class Trainer:
         self._weights_finite = tf.function(
             lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
         )
-        writer = (
-            tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
-            if self.chief
-            else tf.summary.create_noop_writer()
-        )
-        val = None
+
+    def _train_epoch(self, iterator, step: int) -> dict[str, Any]:
+        """Train from update ``step`` to the end of its epoch, then evaluate: the epoch's record."""
+        config, accumulate = self.config, self.solver.accumulate
         images_per_update = config.data.batch_size * accumulate
-        if resume and step >= self.total_steps and self.chief:
-            print(
-                f"{self.run_dir} already finished at update {step} of {self.total_steps}: "
-                "nothing to train (raise --epochs to continue)"
-            )
-        trained = step < self.total_steps
-        while step < self.total_steps:
-            epoch = step // self.steps_per_epoch
-            end = (epoch + 1) * self.steps_per_epoch
-            started, first = time.perf_counter(), step
-            bar = keras.utils.Progbar(
-                self.steps_per_epoch,
-                verbose=self.verbose,
-                stateful_metrics=["lr", "images/s"],
-                unit_name="update",
-            )
-            if self.verbose:
-                print(f"Epoch {epoch + 1}/{config.run.epochs}")
-            losses = []
-            while step < end:
-                loss = sum(float(self._train_step(iterator)) for _ in range(accumulate))
-                loss /= accumulate
-                step += 1
-                self.updates.assign(step)
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at step {step} (update {step} of {self.total_steps}); "
-                        f"last good checkpoint: {self.manager.latest_checkpoint or 'none'}"
-                    )
-                losses.append(loss)
-                rate = images_per_update * (step - first) / (time.perf_counter() - started)
-                lr = _current_lr(self.optimizer)
-                bar.update(
-                    step - epoch * self.steps_per_epoch,
-                    [("loss", loss), ("lr", lr), ("images/s", rate)],
+        epoch = step // self.steps_per_epoch
+        end = (epoch + 1) * self.steps_per_epoch
+        started, first = time.perf_counter(), step
+        bar = keras.utils.Progbar(
+            self.steps_per_epoch,
+            verbose=self.verbose,
+            stateful_metrics=["lr", "images/s"],
+            unit_name="update",
+        )
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{config.run.epochs}")
+        losses = []
+        while step < end:
+            loss = sum(float(self._train_step(iterator)) for _ in range(accumulate))
+            loss /= accumulate
+            step += 1
+            self.updates.assign(step)
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss} at step {step} (update {step} of {self.total_steps}); "
+                    f"last good checkpoint: {self.manager.latest_checkpoint or 'none'}"
                 )
-                if step % config.run.checkpoint_every == 0 and step < end:
-                    self._save(step)
-            elapsed = time.perf_counter() - started
-            val = self.evaluate()
-            record = {
-                "epoch": epoch + 1,
-                "step": step,
-                "loss": float(np.mean(losses)),
-                "learning_rate": _current_lr(self.optimizer),
-                "images_per_second": images_per_update * (step - first) / elapsed,
-                "seconds": elapsed,
-                "val": val,
-            }
-            self._end_epoch(record, writer)
-        result = self._finish(val, export=trained)
-        writer.close()
-        self._clean_worker_files()
-        return result
+            losses.append(loss)
+            rate = images_per_update * (step - first) / (time.perf_counter() - started)
+            bar.update(
+                step - epoch * self.steps_per_epoch,
+                [("loss", loss), ("lr", _current_lr(self.optimizer)), ("images/s", rate)],
+            )
+            if step % config.run.checkpoint_every == 0 and step < end:
+                self._save(step)
+        elapsed = time.perf_counter() - started
+        return {
+            "epoch": epoch + 1,
+            "step": step,
+            "loss": float(np.mean(losses)),
+            "learning_rate": _current_lr(self.optimizer),
+            "images_per_second": images_per_update * (step - first) / elapsed,
+            "seconds": elapsed,
+            "val": self.evaluate(),
+        }
 
     def _save(self, step: int) -> None:
         # A finite loss can still come with an update that overflows the weights: such a
