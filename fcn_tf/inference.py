@@ -37,6 +37,7 @@ import weakref
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 __all__ = [
     "LARGE_WEIGHTS_BYTES",
@@ -196,7 +197,7 @@ class Predictor:
         logits = self._logits(batch)
         return logits[0] if added else logits
 
-    def predict_classes(self, images) -> tf.Tensor:
+    def predict_classes(self, images: ArrayLike) -> tf.Tensor:
         """Class ids ``[B, H, W]`` (``[H, W]`` for one image): uint8, or int32 past 256 classes.
 
         >>> scorer = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(300, 1)])
@@ -212,7 +213,9 @@ class Predictor:
 _PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def predict_classes(model: keras.Model, images, jit_compile: bool | None = None) -> np.ndarray:
+def predict_classes(
+    model: keras.Model, images: ArrayLike, jit_compile: bool | None = None
+) -> np.ndarray:
     """Class ids of ``images`` as a numpy array, via a :class:`Predictor` cached per model.
 
     The cache keeps one traced (and, with XLA, compiled per shape) function per model and

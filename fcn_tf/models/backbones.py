@@ -76,7 +76,7 @@ def get_backbone(name: str) -> Backbone:
 
 
 def vgg16_trunk(
-    inputs,
+    inputs: keras.KerasTensor,
     geometry: str = "caffe",
     width: float = 1.0,
     fc_units: int = 4096,

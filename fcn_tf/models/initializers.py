@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
 __all__ = ["BilinearUpsampling", "bilinear_filter"]
 
 
-def bilinear_filter(size: int):
+def bilinear_filter(size: int) -> Any:
     """The 1-D bilinear filter of the reference nets' ``upsample_filt``, as a tensor.
 
     >>> [float(v) for v in bilinear_filter(4)]

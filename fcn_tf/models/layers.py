@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import Any
 
 import keras
 from keras import ops
@@ -37,7 +38,7 @@ class Preprocess(keras.layers.Layer):
         self.scale = float(scale) if isinstance(scale, (int, float)) else tuple(map(float, scale))
         self.reverse_channels = bool(reverse_channels)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         channels = input_shape[-1]
         if channels is not None and len(self.mean) != channels:
             raise ValueError(
@@ -45,7 +46,7 @@ class Preprocess(keras.layers.Layer):
             )
         super().build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, self.compute_dtype)
         if self.reverse_channels:
             x = ops.flip(x, axis=-1)
@@ -53,7 +54,7 @@ class Preprocess(keras.layers.Layer):
         scale = ops.convert_to_tensor(self.scale, dtype=self.compute_dtype)
         return (x - mean) * scale
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
     def coord_map(self) -> CoordMap:
@@ -88,13 +89,13 @@ class Crop(keras.layers.Layer):
             raise ValueError(f"crop offset must be >= 0, got {offset}")
         self.offset = int(offset)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         x, reference = inputs
         shape = ops.shape(reference)
         o = self.offset
         return ops.cast(x[:, o : o + shape[1], o : o + shape[2], :], self.compute_dtype)
 
-    def compute_output_shape(self, input_shapes):
+    def compute_output_shape(self, input_shapes: Sequence[tuple]) -> tuple:
         x_shape, ref_shape = input_shapes
         sides = [
             r if x is None or r is None else max(0, min(r, x - self.offset))
@@ -124,13 +125,13 @@ class PadToMultiple(keras.layers.Layer):
         super().__init__(**kwargs)
         self.multiple = int(multiple)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         shape = ops.shape(inputs)
         pad_h = (-shape[1]) % self.multiple
         pad_w = (-shape[2]) % self.multiple
         return ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         def up(n):
             return None if n is None else -(-n // self.multiple) * self.multiple
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -166,7 +167,7 @@ def train_dataset_fn(
     global_batch: int,
     seed: int,
     skip_batches: int = 0,
-):
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """A ``dataset_fn(input_context)`` for ``distribute_datasets_from_function``.
 
     ``skip_batches`` per-replica batches already consumed by each replica (a resumed run).
@@ -203,7 +204,9 @@ def _pair(value: int | list[int]) -> list[int]:
     return [value, value] if isinstance(value, int) else list(value)
 
 
-def eval_dataset_fn(split: RecordSplit, ignore_label: int):
+def eval_dataset_fn(
+    split: RecordSplit, ignore_label: int
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """A ``dataset_fn`` giving each replica whole images (batch 1), the same count on all."""
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:

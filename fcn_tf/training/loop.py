@@ -42,6 +42,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -422,7 +423,7 @@ class Trainer:
             reset = tf.function(lambda: [total.assign(tf.zeros_like(total)) for total in sums])
             self.strategy.run(reset)
 
-    def train_step_fn(self):
+    def train_step_fn(self) -> Callable[[Any], tf.Tensor]:
         """The training step: the next per-replica batches of a distributed iterator in, the
         global loss of that micro-batch out. Every ``accumulate``-th call ends an update.
 
