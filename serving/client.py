@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 class_ids = segment(client, path, args.pixels)
             except (ServingError, OSError) as error:  # a message naming the file, no traceback
                 sys.exit(f"{path}: {error}")
+            except ValueError as error:  # an unreadable image: the message names the file
+                sys.exit(str(error))
             seconds = time.perf_counter() - start
             mask = os.path.join(args.out, stem + ".png")
             write_mask(mask, class_ids, colours)

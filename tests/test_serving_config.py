@@ -160,6 +160,11 @@ def test_local_server_and_client_clis_end_to_end(tmp_path, rng):
         assert Image.open(tmp_path / "clash/a-2.png").size == (5, 8)
         with pytest.raises(SystemExit, match="NOT_FOUND"):
             cli.main(["--server", f"127.0.0.1:{grpc_port}", "--model", "x", paths[0]])
+        # --pixels reads the image here: a file that is not one is named, not a traceback.
+        (tmp_path / "text.png").write_text("not a picture")
+        rest_args = ["--rest", f"http://127.0.0.1:{rest_port}", "--model", "fcn", "--pixels"]
+        with pytest.raises(SystemExit, match=r"text\.png: not a readable image"):
+            cli.main([*rest_args, "--out", str(tmp_path / "bad"), str(tmp_path / "text.png")])
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 0
     finally:

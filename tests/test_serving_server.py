@@ -99,6 +99,9 @@ def test_clients_predict_equals_keras_over_grpc_and_rest(fcn, grpc_client, rest_
     for client in (grpc_client, rest_client):
         np.testing.assert_array_equal(client.predict(images), expected)
         np.testing.assert_array_equal(client.predict(images[1]), expected[1])  # one image
+        # "" names serving_default, to both clients as to the server.
+        outputs = client.call({constants.INPUT_IMAGES: images}, signature="")
+        np.testing.assert_array_equal(outputs[constants.OUTPUT_CLASS_IDS], expected)
 
 
 def test_predict_bytes_equals_keras_for_png_and_jpeg(fcn, grpc_client, rest_client, rng):
@@ -307,6 +310,35 @@ def test_a_negative_content_length_is_refused_not_waited_on(server):
             reply += chunk
         reply = reply.decode("latin-1")
     assert reply.startswith("HTTP/1.1 400") and "non-negative" in reply
+
+
+def test_a_chunked_body_is_read_as_tf_serving_does(server, fcn, rng):
+    import http.client
+
+    image = rgb(rng, 1, 9, 14)
+    body = json.dumps({"instances": image.tolist()}).encode()
+    pieces = [body[i : i + 100] for i in range(0, len(body), 100)]  # chunks of 100 bytes
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    try:
+        connection.request("POST", "/v1/models/fcn:predict", body=iter(pieces),
+                           encode_chunked=True)  # fmt: skip
+        response = connection.getresponse()
+        assert response.status == 200
+        predictions = json.load(response)["predictions"]
+    finally:
+        connection.close()
+    np.testing.assert_array_equal(predictions, keras_class_ids(fcn, image))
+
+
+def test_a_body_over_the_limit_is_answered_to_a_client_still_sending(tmp_path):
+    config = single_model_config("fcn", str(tmp_path / "empty"))
+    with LocalServer(config, port=0, rest_port=0, max_message_bytes=10**6) as small:
+        client = RestClient(f"http://127.0.0.1:{small.rest_port}", "fcn", timeout=30)
+        # ~3.2 MB of JSON, beyond what the socket buffers take while the server does not read.
+        images = np.zeros((1, 600, 600, 3), np.uint8)
+        with pytest.raises(ServingError, match="exceeds the limit of 1000000") as caught:
+            client.call({constants.INPUT_IMAGES: images})
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT  # not a broken pipe
 
 
 def test_a_server_that_cannot_bind_releases_what_it_started(server, tmp_path):

@@ -262,7 +262,7 @@ def test_version_policies_and_labels_of_a_model_config(staged, expected, tmp_pat
 def test_a_server_starts_on_an_empty_base_path_and_serves_the_first_export(
     models, expected, tmp_path, caplog
 ):
-    with serving(single_model_config("fcn", str(tmp_path / "not_yet"))) as (server, _):
+    with serving(single_model_config("fcn", str(tmp_path / "not_yet")), rest=True) as (server, _):
         # Said once (not at every poll), naming the model and the path.
         server.registry.model("fcn").refresh()
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -272,7 +272,28 @@ def test_a_server_starts_on_an_empty_base_path_and_serves_the_first_export(
         with pytest.raises(ServingError, match="no version loaded yet") as caught:
             client.predict(IMAGE)
         assert caught.value.code == grpc.StatusCode.NOT_FOUND
+        # Status too is NOT_FOUND (404), as TF Serving's: a readiness probe sees no OK yet.
+        rest = RestClient(f"http://127.0.0.1:{server.rest_port}", "fcn")
+        with pytest.raises(ServingError, match="Could not find any versions") as caught:
+            rest.status()
+        assert caught.value.code == grpc.StatusCode.NOT_FOUND
         export_saved_model(models[0], str(tmp_path / "not_yet"))
         wait_for(lambda: bool(server.registry.model("fcn").servables))
         np.testing.assert_array_equal(client.predict(IMAGE), expected[1])
+        assert [row["state"] for row in rest.status()["model_version_status"]] == ["AVAILABLE"]
         client.close()
+
+
+def test_a_savedmodel_the_warm_up_image_does_not_fit_still_serves(tmp_path):
+    # Not an fcn_tf export: float32 images of one fixed size.
+    module = tf.Module()
+    module.serve = tf.function(
+        lambda images: {"mean": tf.reduce_mean(images, axis=[1, 2, 3])},
+        input_signature=[tf.TensorSpec([None, 24, 24, 3], tf.float32, name="images")],
+    )
+    tf.saved_model.save(module, str(tmp_path / "other" / "1"), signatures=module.serve)
+    with serving(single_model_config("other", str(tmp_path / "other"))) as (server, _):
+        with GrpcClient(f"127.0.0.1:{server.port}", "other") as client:
+            images = np.full((2, 24, 24, 3), 3.0, np.float32)
+            np.testing.assert_allclose(client.call({"images": images})["mean"], [3.0, 3.0])
+        assert [row["state"] for row in server.registry.model("other").status()] == ["AVAILABLE"]

@@ -62,6 +62,19 @@ def test_json_strings_are_b64_objects_or_text():
     assert from_json(to_json(binary, "x", binary=True), STRINGS, "x").tolist() == [b"\x00\xff"]
 
 
+def test_b64_as_tf_serving_reads_it_without_padding_and_across_line_breaks():
+    import base64
+
+    data = bytes(range(256)) * 3
+    wrapped = base64.encodebytes(data).decode()  # MIME: a line break every 76 characters
+    assert "\n" in wrapped
+    unpadded = base64.b64encode(data[:-1]).decode().rstrip("=")
+    decoded = from_json([{"b64": wrapped}, {"b64": unpadded}], STRINGS, "s").tolist()
+    assert decoded == [data, data[:-1]]
+    with invalid("bad base64"):
+        from_json([{"b64": "AAAAA"}], STRINGS, "s")  # 5 characters: no padding makes it whole
+
+
 def test_rest_routes():
     assert route("/v1/models/fcn") == ("fcn", None, "", "")
     assert route("/v1/models/fcn/versions/12:predict") == ("fcn", 12, "", ":predict")
@@ -101,6 +114,21 @@ def test_rest_client_turns_a_dropped_connection_into_unavailable(reply):
         client.status()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
     thread.join(10)
+    listener.close()
+
+
+def test_rest_client_timeout_while_sending_is_deadline_exceeded():
+    import socket
+
+    from fcn_tf.serving import RestClient
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog), never reads
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    client = RestClient(url, "fcn", timeout=0.5)
+    # A body far beyond the socket buffers: the send itself times out (urllib's URLError).
+    with pytest.raises(ServingError, match="timed out") as caught:
+        client._request(f"{url}/v1/models/fcn:predict", {"inputs": "0" * 50_000_000})
+    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     listener.close()
 
 

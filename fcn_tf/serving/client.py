@@ -191,7 +191,9 @@ class RestClient(Client):
     """A client of TF Serving's REST API at ``url`` (``http://HOST:8501``).
 
     Arrays travel as JSON lists, encoded images as ``{"b64": ...}``; the arguments are
-    :class:`GrpcClient`'s. Output dtypes come from the model's metadata (fetched once).
+    :class:`GrpcClient`'s, except that ``timeout`` bounds each network operation of a call
+    (connecting, sending, each read: HTTP has no call deadline), not the whole call. Output
+    dtypes come from the model's metadata (fetched once).
     """
 
     def __init__(
@@ -214,6 +216,7 @@ class RestClient(Client):
         self, inputs: Mapping[str, Any], signature: str = constants.SERVING_DEFAULT
     ) -> dict[str, np.ndarray]:
         """The outputs of ``signature`` on ``inputs`` (columnar request: one JSON per input)."""
+        signature = signature or constants.SERVING_DEFAULT
         columns = {
             key: to_json(np.asarray(value), key, binary=True) for key, value in inputs.items()
         }
@@ -256,7 +259,13 @@ class RestClient(Client):
         except TimeoutError:
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{url}: timed out") from None
         except urllib.error.URLError as error:
-            raise ServingError(grpc.StatusCode.UNAVAILABLE, f"{url}: {error.reason}") from None
+            # urllib wraps a timeout while connecting or sending the body.
+            code = (
+                grpc.StatusCode.DEADLINE_EXCEEDED
+                if isinstance(error.reason, TimeoutError)
+                else grpc.StatusCode.UNAVAILABLE
+            )
+            raise ServingError(code, f"{url}: {error.reason}") from None
         except (http.client.HTTPException, ConnectionError) as error:
             # The server went away mid-reply (a restart, a crash): as gRPC would say.
             message = f"{url}: {type(error).__name__}: {error}"

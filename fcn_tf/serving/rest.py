@@ -37,6 +37,10 @@ __all__ = ["make_rest_server", "parse_inputs", "route"]
 
 log = logging.getLogger(__name__)
 
+# A body over the limit is read and dropped up to this many times the limit before the
+# answer (so that the client reads it); beyond that the connection is just closed.
+_DRAIN_FACTOR = 4
+
 _ROUTE = re.compile(
     r"/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
@@ -201,18 +205,53 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return format_outputs(signature.run(inputs), row)
 
     def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             self.close_connection = True
-            raise invalid("a POST needs a Content-Length") from None
+            raise invalid("a POST needs a Content-Length or chunked transfer encoding") from None
         if length < 0:
             self.close_connection = True  # read(-1) would wait for the client to hang up
             raise invalid(f"Content-Length must be non-negative, got {length}")
         if length > self.max_body_bytes:
-            self.close_connection = True  # the body stays unread
+            self.close_connection = True
+            # Read first (up to a bound): a client still sending would otherwise get a reset
+            # connection instead of this answer.
+            if length <= _DRAIN_FACTOR * self.max_body_bytes:
+                self._discard(length)
             raise invalid(f"body of {length} bytes exceeds the limit of {self.max_body_bytes}")
         return self.rfile.read(length)
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 2**20))
+            if not chunk:
+                return
+            length -= len(chunk)
+
+    def _read_chunked(self) -> bytes:
+        """A ``Transfer-Encoding: chunked`` body (what clients send when the length is not
+        known in advance), at most ``max_body_bytes``."""
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise invalid(f"bad chunk size line {line[:40]!r}") from None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailer fields, up to a blank line
+                    pass
+                return b"".join(parts)
+            total += size
+            if total > self.max_body_bytes:
+                self.close_connection = True
+                raise invalid(f"chunked body exceeds the limit of {self.max_body_bytes} bytes")
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(16)  # the CRLF after the chunk
 
 
 def make_rest_server(

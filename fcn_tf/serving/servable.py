@@ -157,6 +157,15 @@ def _read_metadata(path: str) -> dict[str, Any]:
         return {}
 
 
+def _takes_probe(signature: Signature, side: int) -> bool:
+    # Only a uint8 image signature that accepts any size (fcn_tf's) is warmed up: a SavedModel
+    # of another input dtype or a fixed size still serves, just without the warm-up call.
+    if list(signature.inputs) != [constants.INPUT_IMAGES]:
+        return False
+    spec = signature.inputs[constants.INPUT_IMAGES]
+    return spec.dtype == tf.uint8 and spec.shape.is_compatible_with([1, side, side, 3])
+
+
 def load_version(path: str, version: int, warmup: bool = True) -> Servable:
     """Load the SavedModel in ``path`` completely (variables, signatures, a warm-up call of
     ``serving_default`` on a small image when ``warmup``), ready to answer."""
@@ -173,8 +182,8 @@ def load_version(path: str, version: int, warmup: bool = True) -> Servable:
             max_pixels=max_pixels,
         )
     default = signatures.get(constants.SERVING_DEFAULT)
-    if warmup and default is not None and list(default.inputs) == [constants.INPUT_IMAGES]:
-        side = min(_WARMUP_SIDE, math.isqrt(max_pixels)) if max_pixels else _WARMUP_SIDE
+    side = min(_WARMUP_SIDE, math.isqrt(max_pixels)) if max_pixels else _WARMUP_SIDE
+    if warmup and default is not None and _takes_probe(default, side):
         default.run({constants.INPUT_IMAGES: np.zeros((1, side, side, 3), np.uint8)})
     return Servable(
         version=version,

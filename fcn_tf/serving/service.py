@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (
     model_pb2,
 )
 
-from fcn_tf.serving.errors import invalid
+from fcn_tf.serving.errors import invalid, not_found
 from fcn_tf.serving.registry import ModelRegistry
 from fcn_tf.serving.servable import Servable, Signature
 
@@ -92,6 +92,9 @@ def model_status(
     rows = [row for row in model.status() if version is None or row["version"] == version]
     if version is not None and not rows:
         model.resolve(version)  # raises NOT_FOUND naming the loaded versions
+    if not rows:
+        # As TF Serving: a readiness probe must not see an OK before any version exists.
+        raise not_found(f"Could not find any versions of model {spec.name}")
     states = get_model_status_pb2.ModelVersionStatus.State
     response = get_model_status_pb2.GetModelStatusResponse()
     for row in rows:

@@ -108,8 +108,13 @@ def _string(item: Any, key: str) -> bytes:
     if isinstance(item, str):
         return item.encode("utf-8")
     if isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str):
+        # As TF Serving (absl::Base64Unescape): whitespace, e.g. MIME line breaks, is skipped
+        # and the padding may be left out.
+        text = "".join(item["b64"].split())
+        if "=" not in text:
+            text += "=" * (-len(text) % 4)
         try:
-            return base64.b64decode(item["b64"], validate=True)
+            return base64.b64decode(text, validate=True)
         except binascii.Error as error:
             raise invalid(f"input '{key}': bad base64 ({error})") from None
     raise invalid(f"input '{key}' must hold strings or {{'b64': ...}} objects, got {item!r:.60}")
