@@ -133,8 +133,8 @@ class ConfusionMatrix(keras.metrics.Metric):
     background cell of a VOC split exceeds, and float64 is missing on some accelerators.
     (JAX without ``jax_enable_x64`` stores int32, exact to 2^31 per cell.) The state is
     a sum-aggregated variable, so under ``tf.distribute`` the replicas' counts add up.
-    ``sample_weight`` (per pixel, or per image ``[B]``) multiplies counts, which are rounded
-    to integers per batch: meant for 0/1 masks or integer multiplicities.
+    ``sample_weight`` (per pixel, or per image ``[B]``) multiplies counts; each pixel's weight
+    is rounded to an integer: meant for 0/1 masks or integer multiplicities.
 
     Args:
         num_classes: number of classes ``C``.
@@ -183,7 +183,10 @@ class ConfusionMatrix(keras.metrics.Metric):
         labels = ops.convert_to_tensor(y_true)
         predictions = ops.convert_to_tensor(y_pred)
         same_rank = len(labels.shape) == len(predictions.shape)
-        if same_rank and labels.shape[-1] == 1 and predictions.shape[-1] != 1:
+        # One class: [B,H,W,1] float predictions are its scores, not class ids.
+        floating = "float" in keras.backend.standardize_dtype(predictions.dtype)
+        scores_of_one = num_classes == 1 and floating
+        if same_rank and labels.shape[-1] == 1 and (predictions.shape[-1] != 1 or scores_of_one):
             labels = ops.squeeze(labels, axis=-1)  # [B,H,W,1] labels with [B,H,W,C] scores
         if len(predictions.shape) == len(labels.shape) + 1:
             predictions = ops.argmax(predictions, axis=-1)
@@ -204,8 +207,9 @@ class ConfusionMatrix(keras.metrics.Metric):
             ones = ops.ones_like(index)
             counts = ops.segment_sum(ones, index, num_segments=overflow_bin + 1)
         else:
-            weights = _broadcast_weights(sample_weight, label_shape)
-            counts = ops.round(ops.segment_sum(weights, index, num_segments=overflow_bin + 1))
+            # Rounded per pixel and summed as integers: a float32 sum stops at 2^24 a cell.
+            weights = ops.cast(ops.round(_broadcast_weights(sample_weight, label_shape)), "int32")
+            counts = ops.segment_sum(weights, index, num_segments=overflow_bin + 1)
         counts = ops.reshape(ops.cast(counts[:overflow_bin], "int64"), (num_classes, num_classes))
         self.confusion.assign_add(counts)
 

@@ -29,5 +29,12 @@ def palette_for(class_names: Sequence[str]) -> np.ndarray:
 
 
 def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Class ids ``[H, W]`` (0..255) to an RGB picture ``[H, W, 3]`` uint8."""
-    return palette[np.clip(np.asarray(label), 0, 255).astype(np.intp)]
+    """Class ids ``[H, W]`` to an RGB picture ``[H, W, 3]`` uint8. Ids beyond the palette
+    (models of over 256 classes) wrap around it, as in the legends of
+    :func:`fcn_tf.evaluation.pictures.legend_picture`.
+
+    >>> colours = palette_for([])
+    >>> (colorize(np.array([[300]]), colours) == colours[300 % 256]).all()
+    np.True_
+    """
+    return palette[np.asarray(label).astype(np.intp) % len(palette)]

@@ -210,6 +210,21 @@ def test_sample_weight():
     per_image.update_state(labels, logits, sample_weight=np.array([1, 0, 2, 0]))
     expected = confusion_matrix(labels[[0, 2, 2]], ids[[0, 2, 2]], num_classes)
     np.testing.assert_array_equal(per_image.confusion_matrix(), expected)
+    # Weighted counts are integers too: 2^24 + 1 is where a float32 sum would stop.
+    large = ConfusionMatrix(2)
+    large.update_state([[0, 0]], [[0, 0]], sample_weight=[[2**24, 1]])
+    assert large.confusion_matrix()[0, 0] == 2**24 + 1
+
+
+def test_one_class_scores_shaped_as_the_labels_are_scores_not_ids():
+    labels = np.zeros((1, 2, 2, 1), "int32")
+    logits = np.array([0.7, 1.5, -2.3, 0.1], "float32").reshape(1, 2, 2, 1)
+    metric = ConfusionMatrix(1)
+    metric.update_state(labels, logits)  # argmax over the one class: every pixel is class 0
+    np.testing.assert_array_equal(metric.confusion_matrix(), [[4]])
+    ids = ConfusionMatrix(2)
+    ids.update_state(labels, np.array([0, 1, 1, 0], "int32").reshape(1, 2, 2, 1))
+    np.testing.assert_array_equal(ids.confusion_matrix(), [[2, 2], [0, 0]])
 
 
 def test_counts_stay_exact_beyond_float32_range():

@@ -43,7 +43,12 @@ VGG16_GEOMETRIES = {
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
-    """How to build a backbone, where its features are, and how to load its weights."""
+    """How to build a backbone, where its features are, and how to load its weights.
+
+    >>> vgg = BACKBONES["vgg16"]
+    >>> dict(vgg.features), vgg.geometries
+    ({8: 'pool3', 16: 'pool4', 32: 'drop7'}, ('caffe', 'same'))
+    """
 
     name: str
     build: Callable[..., keras.Model]
@@ -62,13 +67,28 @@ BACKBONES: dict[str, Backbone] = {}
 
 
 def register_backbone(backbone: Backbone) -> Backbone:
-    """Add ``backbone`` to the registry under its name (replacing any of that name)."""
+    """Add ``backbone`` to the registry under its name (replacing any of that name).
+
+    >>> import dataclasses
+    >>> mine = register_backbone(dataclasses.replace(get_backbone("vgg16"), name="my_vgg"))
+    >>> get_backbone("my_vgg") is mine
+    True
+    >>> del BACKBONES["my_vgg"]
+    """
     BACKBONES[backbone.name] = backbone
     return backbone
 
 
 def get_backbone(name: str) -> Backbone:
-    """The registered backbone called ``name``, or a ``ValueError`` listing the choices."""
+    """The registered backbone called ``name``, or a ``ValueError`` listing the choices.
+
+    >>> get_backbone("mobilenet_v2").features[16]
+    'block_12_add'
+    >>> get_backbone("vgg19")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown backbone 'vgg19'; choose one of ['mobilenet_v2', 'resnet50', 'vgg16']
+    """
     try:
         return BACKBONES[name]
     except KeyError:

@@ -156,7 +156,12 @@ def build_fcn(
 
 
 class FCNOptions(TypedDict, total=False):
-    """The keyword arguments of :func:`build_fcn` that the named builders pass through."""
+    """The keyword arguments of :func:`build_fcn` that the named builders pass through.
+
+    >>> options: FCNOptions = {"geometry": "same", "backbone_options": {"width": 1 / 32}}
+    >>> FCN32s(3, **options).get_layer("upscore").name
+    'upscore'
+    """
 
     backbone: str
     backbone_weights: str | None

@@ -55,12 +55,26 @@ IDENTITY = CoordMap()
 
 
 def conv_map(kernel: int, stride: int, pad: int) -> CoordMap:
-    """Input to output coordinates of a convolution or pooling (``pad`` before the input)."""
+    """Input to output coordinates of a convolution or pooling (``pad`` before the input).
+
+    A 3x3 stride-2 convolution without padding centres output cell ``j`` on input pixel
+    ``2 j + 1``:
+
+    >>> conv_map(3, 2, 0).inverse()
+    CoordMap(scale=Fraction(2, 1), shift=Fraction(1, 1))
+    """
     return CoordMap(Fraction(1, stride), Fraction(2 * pad - (kernel - 1), 2 * stride))
 
 
 def deconv_map(kernel: int, stride: int, crop: int = 0) -> CoordMap:
-    """Input to output coordinates of a transposed convolution that drops ``crop`` leading rows."""
+    """Input to output coordinates of a transposed convolution that drops ``crop`` leading rows.
+
+    The reference's 2x upsampler (kernel 4, stride 2) puts input pixel ``i`` at output
+    ``2 i + 1.5``:
+
+    >>> deconv_map(4, 2)
+    CoordMap(scale=Fraction(2, 1), shift=Fraction(3, 2))
+    """
     return CoordMap(Fraction(stride), Fraction(kernel - 1, 2) - crop)
 
 
@@ -162,7 +176,12 @@ def trace(tensor: keras.KerasTensor) -> CoordMap:
 
 
 def relative_map(source: keras.KerasTensor, target: keras.KerasTensor) -> CoordMap:
-    """The map from ``target``'s coordinates to ``source``'s (both traced from one input)."""
+    """The map from ``target``'s coordinates to ``source``'s (both traced from one input).
+
+    >>> x = keras.Input((None, None, 3))
+    >>> relative_map(keras.layers.MaxPooling2D(2)(x), x)
+    CoordMap(scale=Fraction(1, 2), shift=Fraction(-1, 4))
+    """
     return trace(target).inverse().then(trace(source))
 
 
@@ -189,6 +208,12 @@ def upsampling_kernel_size(
     The reference uses ``2 * factor``, which lands on integer offsets when the source cells are
     centred between target pixels (VGG's 2x2 pooling). Backbones whose cells fall on pixels
     (strided 3x3 or 1x1 convolutions) need the odd size ``2 * factor - 1`` instead.
+
+    >>> x = keras.Input((None, None, 3))
+    >>> upsampling_kernel_size(2, keras.layers.MaxPooling2D(2)(x), x)
+    4
+    >>> upsampling_kernel_size(2, keras.layers.Conv2D(1, 1, strides=2)(x), x)
+    3
     """
     rel = relative_map(source, target)
     if rel.scale != Fraction(1, factor):

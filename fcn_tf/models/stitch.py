@@ -227,6 +227,11 @@ def rarefy(model: keras.Model) -> keras.Model:
     upsampling and crops raise, so rarefy the net below them (e.g. an FCN up to
     ``score_fr``). Strided ``same`` layers are laid out as the original's on inputs whose
     sizes are multiples of their strides.
+
+    >>> net = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(1, 3, strides=2)])
+    >>> dense = rarefy(net)
+    >>> dense(np.zeros((1, 9, 9, 1), "float32")).shape, net(np.zeros((1, 9, 9, 1))).shape
+    (TensorShape([1, 7, 7, 1]), TensorShape([1, 4, 4, 1]))
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"rarefy needs a Keras model, got {type(model).__name__}")
