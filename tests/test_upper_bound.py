@@ -129,6 +129,20 @@ def test_records_and_cli_agree_with_the_library(tmp_path, capsys):
     written = json.loads(report.read_text())["factors"]
     assert written["8"]["mean_iu"] == direct[8]["mean_iu"]
 
+    # Refused before the split is read: --json in a folder that does not exist.
+    missing = tmp_path / "nowhere" / "bounds.json"
+    assert main(["--data", pattern, "--quiet", "--json", str(missing)]) == 1
+    assert f"no folder {missing.parent}" in capsys.readouterr().err
+    # A corrupt record is named in one line, not a TensorFlow traceback.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "dataset.json").write_bytes((out / "dataset.json").read_bytes())
+    (broken / "val-00000-of-00001.tfrecord").write_bytes(b"\x07" * 500)
+    assert main(["--data", str(broken / "*.tfrecord"), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert "corrupt record #0 (byte offset 0)" in error and "broken" in error
+    assert "Traceback" not in error and "function_node" not in error
+
 
 def _camvid_label(path: str) -> np.ndarray:
     label = np.asarray(Image.open(path)).astype(np.int32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 DEFAULT_FACTORS = [4, 8, 16, 32, 64, 128]
@@ -56,20 +57,26 @@ def main(argv: list[str] | None = None) -> int:
     from fcn_tf.evaluation.upper_bound import PAPER_VOC, upper_bound_of_records
     from fcn_tf.files import write_json
 
+    # Checked first: the split may take minutes to go through.
+    folder = os.path.dirname(os.path.abspath(args.json)) if args.json else None
+    if folder and not os.path.isdir(folder):
+        print(f"training/upper_bound.py: error: --json {args.json}: no folder {folder}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     try:
         results = upper_bound_of_records(
             args.data, args.factors, args.method, args.num_classes, verbose=0 if args.quiet else 1
         )
-    except (OSError, ValueError) as error:  # no such records, or no class count
+        print(f"\nUpper bounds ({args.method} downsampling) on {args.data}:")
+        print(format_table(results, PAPER_VOC))
+        if args.json:
+            keys = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
+            # NaN (a metric with no pixels to score) is not JSON: null instead.
+            table = {str(f): {k: finite_or_none(r[k]) for k in keys} for f, r in results.items()}
+            write_json(args.json, {"data": args.data, "method": args.method, "factors": table})
+    except (OSError, ValueError) as error:  # no such records, a corrupt one, no class count
         print(f"training/upper_bound.py: error: {error}", file=sys.stderr)
         return 1
-    print(f"\nUpper bounds ({args.method} downsampling) on {args.data}:")
-    print(format_table(results, PAPER_VOC))
-    if args.json:
-        keys = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
-        # NaN (a metric with no pixels to score) is not JSON: null instead.
-        table = {str(f): {k: finite_or_none(r[k]) for k in keys} for f, r in results.items()}
-        write_json(args.json, {"data": args.data, "method": args.method, "factors": table})
     return 0
 
 

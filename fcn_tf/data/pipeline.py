@@ -50,12 +50,14 @@ are not supported (the byte accounting needs the raw framing).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import numbers
 import os
 import random
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -72,7 +74,7 @@ from fcn_tf.data.salvage import (
 )
 from fcn_tf.data.writer import METADATA
 
-__all__ = ["CorruptRecordCounter", "list_files", "load"]
+__all__ = ["CorruptRecordCounter", "corrupt_records_as_value_errors", "list_files", "load"]
 
 # Default photometric jitter at strength 1 (SSD-style): brightness delta on a 0..1 scale,
 # contrast and saturation factors 1 +- this, hue shift as a fraction of the colour circle.
@@ -105,6 +107,30 @@ class CorruptRecordCounter:
 
     def _add_one(self) -> tf.Tensor:
         return self._count.assign_add(1)
+
+
+@contextlib.contextmanager
+def corrupt_records_as_value_errors() -> Iterator[None]:
+    """Within it, the ``InvalidArgumentError`` of a corrupt record that :func:`load` read
+    becomes a ``ValueError`` of one line naming the file, record and offset (for CLIs).
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "broken.tfrecord")
+    >>> with open(path, "wb") as file:
+    ...     _ = file.write(b"not a record")
+    >>> with corrupt_records_as_value_errors():
+    ...     _ = list(load(path, training=False))
+    Traceback (most recent call last):
+    ...
+    ValueError: fcn_tf.data: corrupt record #0 (byte offset 0) in ...broken.tfrecord: ...
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        # The assertion's own text, without TensorFlow's function and node names around it.
+        found = re.search(r"fcn_tf\.data: corrupt record .*?(?=\. Pass skip_corrupt|\]|$)",
+                          error.message, re.MULTILINE)  # fmt: skip
+        raise ValueError(found[0] if found else error.message.splitlines()[0]) from None
 
 
 def list_files(files_or_pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:

@@ -58,22 +58,27 @@ def confusion_of(
     count: int | None = None,
     verbose: int = 1,
 ) -> np.ndarray:
-    """The ``[C, C]`` confusion matrix of ``segmenter`` over the records ``files``."""
-    import tensorflow as tf
+    """The ``[C, C]`` confusion matrix of ``segmenter`` over the records ``files``.
 
-    from fcn_tf.data.pipeline import load
+    >>> import tempfile
+    >>> from fcn_tf.data.convert import convert
+    >>> records = tempfile.mkdtemp()
+    >>> info = convert("synthetic", records, "val", verbose=False, count=2, height=16, width=16)
+    >>> files = [os.path.join(records, name) for name in info["files"]]
+    >>> background = lambda images: np.zeros(images.shape[:3], np.uint8)   # predicts class 0
+    >>> confusion = confusion_of(background, files, 6, 255, verbose=0)
+    >>> confusion.shape, int(confusion.sum()), int(confusion[:, 1:].sum())   # 2 x 16 x 16
+    ((6, 6), 512, 0)
+    """
+    from fcn_tf.data.pipeline import corrupt_records_as_value_errors, load
 
     confusion = np.zeros((num_classes, num_classes), np.int64)
     bar = keras.utils.Progbar(count, verbose=verbose, unit_name="image")
-    try:
+    with corrupt_records_as_value_errors():
         for images, labels in load(files, training=False, image_dtype="uint8"):
             predicted = segmenter(images.numpy())
             confusion += confusion_matrix(labels.numpy(), predicted, num_classes, ignore_label)
             bar.add(1)
-    except tf.errors.InvalidArgumentError as error:
-        # A corrupt record: the reader's own line names the file, record and offset.
-        lines = [line for line in error.message.splitlines() if "corrupt record" in line]
-        raise ValueError(lines[0].strip() if lines else error.message.splitlines()[0]) from None
     return confusion
 
 
@@ -98,6 +103,15 @@ def evaluate(
 
     The report holds the four metrics, ``per_class_iu`` and ``per_class_accuracy`` by class
     name (``None`` where undefined), the confusion matrix, the image count and the sources.
+
+    >>> import tempfile
+    >>> from fcn_tf.data.convert import convert
+    >>> records, out = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> _ = convert("synthetic", records, "val", verbose=False, count=1, height=16, width=16)
+    >>> scorer = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(6, 1)])
+    >>> report = evaluate(scorer, records + "/*.tfrecord", out, verbose=0)
+    >>> report["images"], report["class_names"][:2], sorted(os.listdir(out))
+    (1, ['background', 'disc'], ['confusion_matrix.png', 'metrics.json'])
     """
     segmenter = open_model(model)
     info = split_info(
@@ -133,7 +147,16 @@ def evaluate(
 
 
 def write_report(report: dict[str, Any], out_dir: str) -> None:
-    """``metrics.json`` and ``confusion_matrix.png`` of a report into ``out_dir``."""
+    """``metrics.json`` and ``confusion_matrix.png`` of a report into ``out_dir``.
+
+    >>> import json, pathlib, tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> report = {"model": "runs/fcn8s", "images": 2, "class_names": ["bg", "cat"],
+    ...           "confusion_matrix": [[3, 1], [0, 2]]}
+    >>> write_report(report, out)
+    >>> sorted(os.listdir(out)), json.loads(pathlib.Path(out, METRICS_JSON).read_text()) == report
+    (['confusion_matrix.png', 'metrics.json'], True)
+    """
     from fcn_tf.evaluation.pictures import confusion_figure, save_figure
     from fcn_tf.files import write_json
 
@@ -145,7 +168,22 @@ def write_report(report: dict[str, Any], out_dir: str) -> None:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The four metrics and a per-class IU table, as text."""
+    """The four metrics and a per-class IU table, as text.
+
+    >>> report = dict(scores(np.array([[3, 1], [0, 0]])), model="fcn8s", data="val/*", images=1)
+    >>> report.update(per_class_iu={"bg": 0.75, "cat": 0.0},
+    ...               per_class_accuracy={"bg": 0.75, "cat": None})   # no true "cat" pixel
+    >>> print(format_report(report))
+    fcn8s on val/* (1 images):
+      pixel_accuracy         0.7500
+      mean_accuracy          0.7500
+      mean_iu                0.3750
+      frequency_weighted_iu  0.7500
+    <BLANKLINE>
+      class  IU      accuracy
+      bg   0.7500  0.7500
+      cat  0.0000  -
+    """
 
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"

@@ -36,7 +36,16 @@ _SAVED_MODEL = "saved_model.pb"
 
 @dataclasses.dataclass
 class Segmenter:
-    """A model as a function from uint8 images ``[B, H, W, 3]`` to class ids ``[B, H, W]``."""
+    """A model as a function from uint8 images ``[B, H, W, 3]`` to class ids ``[B, H, W]``.
+
+    >>> zeros = Segmenter(lambda x: np.zeros(x.shape[:3], np.uint8), 2, None, "zeros", "keras")
+    >>> zeros(np.ones((1, 4, 5, 3))).shape
+    (1, 4, 5)
+    >>> zeros(np.ones((4, 5, 3)))
+    Traceback (most recent call last):
+    ...
+    ValueError: images must be [B, H, W, 3], got shape (4, 5, 3)
+    """
 
     predict: Callable[[np.ndarray], np.ndarray]
     num_classes: int | None
@@ -53,7 +62,16 @@ class Segmenter:
 
 def saved_model_dir(path: str) -> str | None:
     """The SavedModel version folder ``path`` names (itself, or a base path's highest
-    version), or ``None`` when ``path`` is not a SavedModel."""
+    version), or ``None`` when ``path`` is not a SavedModel.
+
+    >>> import tempfile
+    >>> base = tempfile.mkdtemp()
+    >>> for version in ("2", "10"):
+    ...     os.mkdir(os.path.join(base, version))
+    ...     open(os.path.join(base, version, _SAVED_MODEL), "w").close()
+    >>> os.path.relpath(saved_model_dir(base), base), saved_model_dir(tempfile.mkdtemp())
+    ('10', None)
+    """
     if os.path.isfile(os.path.join(path, _SAVED_MODEL)):
         return path
     if not os.path.isdir(path):
@@ -109,7 +127,15 @@ def _from_saved_model(folder: str) -> Segmenter:
 
 
 def open_model(model: Any) -> Segmenter:
-    """A :class:`Segmenter` for ``model`` (see the module docstring); errors name the path."""
+    """A :class:`Segmenter` for ``model`` (see the module docstring); errors name the path.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
+    >>> keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 1)]).save(path)
+    >>> segmenter = open_model(path)
+    >>> segmenter.kind, segmenter.num_classes, segmenter.class_names, segmenter.source == path
+    ('keras', 4, None, True)
+    """
     if isinstance(model, Segmenter):
         return model
     if isinstance(model, keras.Model):

@@ -32,7 +32,15 @@ __all__ = [
 
 
 def save_figure(figure: Any, path: str, dpi: int = 100) -> None:
-    """Write a matplotlib ``Figure`` as PNG at ``path``, atomically."""
+    """Write a matplotlib ``Figure`` as PNG at ``path``, atomically.
+
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "blank.png")
+    >>> save_figure(_figure(2, 1), path, dpi=50)
+    >>> Image.open(path).size   # 2 x 1 inches at 50 dpi
+    (100, 50)
+    """
     write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=dpi))
 
 
@@ -47,7 +55,15 @@ def _figure(width: float, height: float) -> Any:
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
     """The records of a run's ``metrics.jsonl``, one per epoch (a resumed run's repeated
-    epoch keeps its last record), in epoch order. Errors name the file and line."""
+    epoch keeps its last record), in epoch order. Errors name the file and line.
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "metrics.jsonl")
+    >>> lines = [{"epoch": 2, "loss": 1.5}, {"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.2}]
+    >>> _ = path.write_text("".join(json.dumps(line) + "\\n" for line in lines))
+    >>> [(record["epoch"], record["loss"]) for record in read_metrics(str(path))]
+    [(1, 2.0), (2, 1.2)]
+    """
     by_epoch: dict[int, dict[str, Any]] = {}
     with open(path) as file:
         for number, line in enumerate(file, start=1):
@@ -80,7 +96,16 @@ def _series(records: list[dict[str, Any]], split: str, key: str) -> tuple[list, 
 
 
 def curves_figure(records: list[dict[str, Any]], title: str = "") -> Any:
-    """Loss and mean IU against updates, train and val (whichever the records hold)."""
+    """Loss and mean IU against updates, train and val (whichever the records hold).
+
+    >>> records = [{"epoch": 1, "step": 50, "loss": 2.0, "val": {"mean_iu": 0.3}},
+    ...            {"epoch": 2, "step": 100, "loss": 1.5, "val": {"mean_iu": 0.4}}]
+    >>> figure = curves_figure(records, "fcn32s")
+    >>> [[line.get_label() for line in axes.get_lines()] for axes in figure.axes]
+    [['train loss'], ['val mean IU']]
+    >>> figure.axes[1].get_lines()[0].get_xydata().tolist()
+    [[50.0, 0.3], [100.0, 0.4]]
+    """
     figure = _figure(10, 4)
     loss_axes, iu_axes = figure.subplots(1, 2)
     for axes, key, label in ((loss_axes, "loss", "loss"), (iu_axes, "mean_iu", "mean IU")):
@@ -103,7 +128,14 @@ def curves_figure(records: list[dict[str, Any]], title: str = "") -> Any:
 
 
 def write_curves(run_dir: str, path: str | None = None) -> str:
-    """Draw a run folder's ``metrics.jsonl`` into ``curves.png`` (or ``path``); return it."""
+    """Draw a run folder's ``metrics.jsonl`` into ``curves.png`` (or ``path``); return it.
+
+    >>> import pathlib, tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> _ = pathlib.Path(run, "metrics.jsonl").write_text('{"epoch": 1, "loss": 2.0}\\n')
+    >>> os.path.relpath(write_curves(run), run), sorted(os.listdir(run))
+    ('curves.png', ['curves.png', 'metrics.jsonl'])
+    """
     from fcn_tf.training.runs import METRICS
 
     source = os.path.join(run_dir, METRICS)
@@ -120,7 +152,13 @@ def write_curves(run_dir: str, path: str | None = None) -> str:
 
 def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], title: str = "") -> Any:
     """The confusion matrix normalised by rows (each true class sums to 1), labelled with the
-    class names; cells hold percentages while there are at most 30 classes."""
+    class names; cells hold percentages while there are at most 30 classes.
+
+    >>> figure = confusion_figure(np.array([[3, 1], [0, 2]]), ["bg", "cat"])
+    >>> axes = figure.axes[0]
+    >>> [text.get_text() for text in axes.texts], axes.get_ylabel()
+    (['75', '25', '100'], 'true class')
+    """
     counts = np.asarray(confusion, np.float64)
     totals = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
@@ -164,7 +202,13 @@ def legend_picture(
     class_ids: Sequence[int], class_names: Sequence[str], palette: np.ndarray
 ) -> np.ndarray:
     """A swatch and name per class id (e.g. the classes present in a mask), one per row,
-    as an RGB uint8 picture."""
+    as an RGB uint8 picture.
+
+    >>> palette = np.array([[0, 0, 0], [255, 0, 0]], np.uint8)
+    >>> legend = legend_picture([1], ["background", "cat"], palette)
+    >>> legend.shape[0], legend[14, 14].tolist()   # one 22-pixel row + 8; cat's red swatch
+    (30, [255, 0, 0])
+    """
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()

@@ -46,7 +46,16 @@ PALETTES = ("auto", "voc", "camvid")
 
 
 def read_image(path: str) -> np.ndarray:
-    """An image file as RGB uint8 ``[H, W, 3]``, upright by its EXIF orientation."""
+    """An image file as RGB uint8 ``[H, W, 3]``, upright by its EXIF orientation.
+
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "gray16.png")
+    >>> Image.new("I;16", (3, 2), 257 * 128).save(path)   # 16-bit gray: scaled, not clipped
+    >>> image = read_image(path)
+    >>> image.shape, image.dtype.name, image[0, 0].tolist()
+    ((2, 3, 3), 'uint8', [128, 128, 128])
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -70,7 +79,15 @@ def read_image(path: str) -> np.ndarray:
 
 def list_images(inputs: Sequence[str]) -> list[str]:
     """Image files named in ``inputs``: files, and the image files in folders (sorted,
-    not recursive). Errors name what is missing."""
+    not recursive). Errors name what is missing.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ("b.png", "a.JPG", "notes.txt"):
+    ...     open(os.path.join(folder, name), "w").close()
+    >>> [os.path.basename(path) for path in list_images([folder])]
+    ['a.JPG', 'b.png']
+    """
     files = []
     for item in inputs:
         if os.path.isdir(item):
@@ -153,6 +170,15 @@ def predict_images(
     Returns:
         Per image: its ``path``, ``size`` (height, width), the ``classes`` present (names)
         and the ``files`` written, by kind.
+
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> folder = tempfile.mkdtemp()
+    >>> Image.new("RGB", (24, 16)).save(os.path.join(folder, "black.png"))
+    >>> scorer = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 1)])
+    >>> [result] = predict_images(scorer, [folder], folder + "/out", raw=True, verbose=0)
+    >>> result["size"], result["classes"], sorted(result["files"])   # zero logits: class 0
+    ((16, 24), ['class_0'], ['ids', 'legend', 'mask', 'overlay'])
     """
     from fcn_tf.evaluation.pictures import legend_picture, overlay
     from fcn_tf.files import write_png

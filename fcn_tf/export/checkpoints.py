@@ -37,7 +37,15 @@ __all__ = ["export_checkpoint", "load_model_for_export", "run_class_names"]
 
 
 def load_model_for_export(checkpoint: str) -> keras.Model:
-    """The Keras model at ``checkpoint`` (see the module docstring for what it may be)."""
+    """The Keras model at ``checkpoint`` (see the module docstring for what it may be).
+
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()   # a run folder: its model.keras
+    >>> layers = [keras.Input((None, None, 3)), keras.layers.Conv2D(2, 1)]
+    >>> keras.Sequential(layers, name="tiny").save(os.path.join(run, runs.MODEL))
+    >>> load_model_for_export(run).name
+    'tiny'
+    """
     saved = os.path.join(checkpoint, runs.MODEL)
     if os.path.isdir(checkpoint) and os.path.isfile(saved):
         return keras.models.load_model(saved, compile=False)
@@ -76,7 +84,16 @@ def _names_from_records(folder: str) -> list[str] | None:
 
 
 def run_class_names(checkpoint: str) -> list[str] | None:
-    """The class names of the run ``checkpoint`` belongs to, or ``None``."""
+    """The class names of the run ``checkpoint`` belongs to, or ``None``.
+
+    >>> import pathlib, tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> _ = pathlib.Path(run, runs.CONFIG).write_text("{}\\n")
+    >>> record = {"epoch": 1, "val": {"per_class_iu": {"sky": 0.5, "road": 0.25}}}
+    >>> _ = pathlib.Path(run, runs.METRICS).write_text(json.dumps(record) + "\\n")
+    >>> run_class_names(os.path.join(run, "model.keras")), run_class_names(tempfile.mkdtemp())
+    (['sky', 'road'], None)
+    """
     folder = run_folder_of(checkpoint)
     if folder is None:
         return None
@@ -92,7 +109,17 @@ def export_checkpoint(
     max_pixels: int = constants.DEFAULT_MAX_PIXELS,
     metadata: Mapping[str, Any] | None = None,
 ) -> str:
-    """Load ``checkpoint`` and export it with the run's class names; the version folder."""
+    """Load ``checkpoint`` and export it with the run's class names; the version folder.
+
+    >>> import tempfile
+    >>> from fcn_tf.export.saved_model import read_metadata
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
+    >>> keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 1)]).save(path)
+    >>> folder = export_checkpoint(path, tempfile.mkdtemp(), version=3)
+    >>> described = read_metadata(folder)
+    >>> os.path.basename(folder), described["class_names"], described["source"] == path
+    ('3', ['class_0', 'class_1'], True)
+    """
     if version is not None:
         check_free(model_base_path, version)  # before the minutes a large model may load in
     model = load_model_for_export(checkpoint)

@@ -158,7 +158,18 @@ def _decode_png(contents: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
 
 def decode_rgb(contents: tf.Tensor, index: tf.Tensor | int) -> tf.Tensor:
     """One encoded PNG or JPEG as uint8 RGB ``[H, W, 3]``; check it with :func:`image_size`
-    first, which this does not repeat."""
+    first, which this does not repeat.
+
+    >>> import numpy as np
+    >>> gray_alpha = np.stack([np.full((2, 3), 90, np.uint8), np.full((2, 3), 255, np.uint8)], -1)
+    >>> decode_rgb(tf.io.encode_png(gray_alpha), 0)[0, 0].numpy().tolist()   # opaque: alpha dropped
+    [90, 90, 90]
+    >>> try:
+    ...     decode_rgb(tf.io.encode_png(np.zeros((1, 1, 2), np.uint8)), 4)   # alpha 0
+    ... except tf.errors.InvalidArgumentError as error:
+    ...     print(error.message)
+    Expected ... b'image_bytes[4]: PNG with transparent pixels refused: flatten it onto a ...'
+    """
     index = tf.convert_to_tensor(index)
     image = tf.cond(
         _is_png(contents),

@@ -43,12 +43,28 @@ METADATA_DIR = constants.METADATA_DIR
 
 
 def metadata_path(version_dir: str) -> str:
-    """Where a version folder keeps its :data:`~fcn_tf.export.constants.ASSETS_METADATA`."""
+    """Where a version folder keeps its :data:`~fcn_tf.export.constants.ASSETS_METADATA`.
+
+    >>> metadata_path("models/fcn8s/3")
+    'models/fcn8s/3/assets/fcn_tf.json'
+    """
     return os.path.join(version_dir, METADATA_DIR, constants.ASSETS_METADATA)
 
 
 def read_metadata(version_dir: str) -> dict[str, Any]:
-    """The description an export wrote into ``version_dir``; errors name the file."""
+    """The description an export wrote into ``version_dir``; errors name the file.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> os.mkdir(os.path.join(folder, METADATA_DIR))
+    >>> write_json(metadata_path(folder), {"num_classes": 3})
+    >>> read_metadata(folder)
+    {'num_classes': 3}
+    >>> read_metadata(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: .../assets/fcn_tf.json: missing: ... is not an fcn_tf export
+    """
     path = metadata_path(version_dir)
     try:
         with open(path) as file:
@@ -191,6 +207,17 @@ def export_saved_model(
 
     The folder is written under a hidden temporary name and renamed when complete, so a
     server watching ``model_base_path`` never loads part of it; on failure nothing is left.
+
+    >>> import tempfile
+    >>> scorer = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 1)])
+    >>> folder = export_saved_model(scorer, tempfile.mkdtemp(), 5, class_names=["bg", "cat"],
+    ...                             probabilities=True)
+    >>> os.path.basename(folder), read_metadata(folder)["class_names"]
+    ('5', ['bg', 'cat'])
+    >>> served = tf.saved_model.load(folder)   # TensorFlow alone: no Keras, no fcn_tf
+    >>> outputs = served.signatures["probabilities"](images=tf.zeros((1, 2, 3, 3), tf.uint8))
+    >>> outputs["probabilities"].shape.as_list(), sorted(served.signatures)[0]
+    ([1, 2, 3, 2], 'predict_image_bytes')
     """
     if keras.backend.backend() != "tensorflow":
         raise ValueError(

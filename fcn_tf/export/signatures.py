@@ -37,7 +37,11 @@ IMAGE_BYTES_SPEC = tf.TensorSpec([None], tf.string, name=constants.INPUT_IMAGE_B
 
 
 def num_classes_of(model: keras.Model) -> int:
-    """The number of classes a model scores (its output's last axis)."""
+    """The number of classes a model scores (its output's last axis).
+
+    >>> num_classes_of(keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(7, 1)]))
+    7
+    """
     classes = model.outputs[0].shape[-1]
     if classes is None:
         raise ValueError(f"model {model.name!r}: its output's last axis (the classes) is unknown")
@@ -72,7 +76,13 @@ def _unless_empty(images: tf.Tensor, compute: Callable, dtype, trailing: tuple) 
 
 
 def class_ids_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor], dict]:
-    """``serving_default``: uint8 RGB ``[B, H, W, 3]`` -> ``class_ids`` ``[B, H, W]``."""
+    """``serving_default``: uint8 RGB ``[B, H, W, 3]`` -> ``class_ids`` ``[B, H, W]``.
+
+    >>> scorer = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(300, 1)])
+    >>> out = class_ids_fn(scorer, max_pixels=100)(tf.zeros((0, 8, 9, 3), tf.uint8))  # no images
+    >>> out["class_ids"].dtype.name, out["class_ids"].shape.as_list()   # past 256 classes: int32
+    ('int32', [0, 8, 9])
+    """
     dtype = class_dtype(num_classes_of(model))
 
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -84,7 +94,13 @@ def class_ids_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor], d
 
 
 def probabilities_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor], dict]:
-    """``probabilities``: uint8 RGB ``[B, H, W, 3]`` -> float32 softmax ``[B, H, W, C]``."""
+    """``probabilities``: uint8 RGB ``[B, H, W, 3]`` -> float32 softmax ``[B, H, W, C]``.
+
+    >>> scorer = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 1)])
+    >>> out = probabilities_fn(scorer, max_pixels=100)(tf.zeros((1, 5, 6, 3), tf.uint8))
+    >>> out["probabilities"].shape.as_list(), out["probabilities"][0, 0, 0].numpy().tolist()
+    ([1, 5, 6, 4], [0.25, 0.25, 0.25, 0.25])
+    """
 
     def probabilities(images: tf.Tensor) -> dict[str, tf.Tensor]:
         floats = _checked_images(images, max_pixels)
@@ -108,6 +124,14 @@ def image_bytes_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor],
     at a time, each at its own size, so one image's result is the same alone or in a batch and
     memory holds one image's activations. With exactly 256 classes id 255 is a class and also
     ``PAD_CLASS_ID``: ``image_size``, not the value, tells padding apart.
+
+    >>> scorer = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 1)])
+    >>> pngs = [tf.io.encode_png(tf.zeros((h, w, 3), tf.uint8)) for h, w in [(4, 6), (5, 3)]]
+    >>> out = image_bytes_fn(scorer, max_pixels=100)(tf.stack(pngs))
+    >>> out["image_size"].numpy().tolist(), out["class_ids"].shape.as_list()
+    ([[4, 6], [5, 3]], [2, 5, 6])
+    >>> out["class_ids"][1, 0].numpy().tolist()   # the second image's first row, then padding
+    [0, 0, 0, 255, 255, 255]
     """
     dtype = class_dtype(num_classes_of(model))
 

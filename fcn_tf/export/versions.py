@@ -38,6 +38,13 @@ def version_folders(model_base_path: str) -> dict[int, str]:
 
     Only names TF Serving would load count: decimal digits, no sign or spaces. Where two
     names give one number, the plain spelling wins, else the first in sorted order.
+
+    >>> import tempfile
+    >>> base = tempfile.mkdtemp()
+    >>> for name in ("007", "7", "12", "v3", ".tmp-4-99"):
+    ...     os.mkdir(os.path.join(base, name))
+    >>> version_folders(base)
+    {7: '7', 12: '12'}
     """
     if not os.path.isdir(model_base_path):
         return {}
@@ -65,7 +72,15 @@ def latest_version_folder(model_base_path: str) -> str | None:
 
 
 def list_versions(model_base_path: str) -> list[int]:
-    """The version numbers under ``model_base_path``, ascending (none when it does not exist)."""
+    """The version numbers under ``model_base_path``, ascending (none when it does not exist).
+
+    >>> import tempfile
+    >>> base = tempfile.mkdtemp()
+    >>> for name in ("10", "9", "latest"):
+    ...     os.mkdir(os.path.join(base, name))
+    >>> list_versions(base), list_versions(os.path.join(base, "missing"))
+    ([9, 10], [])
+    """
     return sorted(version_folders(model_base_path))
 
 
@@ -86,6 +101,16 @@ def check_free(model_base_path: str, version: int) -> int:
     Raises:
         ValueError: not a non-negative integer.
         FileExistsError: the version folder exists.
+
+    >>> import tempfile
+    >>> base = tempfile.mkdtemp()
+    >>> os.mkdir(os.path.join(base, "2"))
+    >>> check_free(base, 3)
+    3
+    >>> check_free(base, 2)
+    Traceback (most recent call last):
+    ...
+    FileExistsError: .../2 exists: versions are never overwritten
     """
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"version must be a non-negative integer, got {version!r}")

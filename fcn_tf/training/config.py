@@ -249,7 +249,13 @@ def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
 
 
 def from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
-    """A :class:`TrainConfig` from nested dicts (missing keys keep their defaults)."""
+    """A :class:`TrainConfig` from nested dicts (missing keys keep their defaults).
+
+    >>> from_dict({"run": {"epoch": 3}})
+    Traceback (most recent call last):
+    ...
+    ValueError: config: run: unknown key(s) ['epoch']; known: [...]
+    """
     unknown = sorted(set(values) - {*_SECTIONS, "name"})
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {unknown}; known: {[*_SECTIONS, 'name']}")
@@ -260,7 +266,12 @@ def from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:
-    """The config as plain nested dicts, as written to a run's ``config.yaml``."""
+    """The config as plain nested dicts, as written to a run's ``config.yaml``.
+
+    >>> config = from_dict({"data": {"batch_size": 4, "crop_size": 64}})
+    >>> to_dict(config)["data"]["batch_size"], from_dict(to_dict(config)) == config
+    (4, True)
+    """
     return dataclasses.asdict(config)
 
 
@@ -321,6 +332,14 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
     """Read a YAML recipe; errors name the file.
 
     The recipe's name defaults to the file's stem.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "mine.yaml")
+    >>> with open(path, "w") as file:
+    ...     _ = file.write("solver: {learning_rate: 1e-4}\\nrun: {epochs: 2}\\n")
+    >>> recipe = load_recipe(path)
+    >>> recipe.name, recipe.solver.learning_rate, recipe.run.epochs   # 1e-4: a float
+    ('mine', 0.0001, 2)
     """
     path = os.fspath(path)
     try:

@@ -37,7 +37,11 @@ __all__ = [
 
 
 class RecordSplit:
-    """The TFRecord files of one split and what ``dataset.json`` beside them says."""
+    """The TFRecord files of one split and what ``dataset.json`` beside them says.
+
+    >>> RecordSplit(["a.tfrecord"], {"count": 3, "class_names": ["sky", "road"]}).class_names
+    ['sky', 'road']
+    """
 
     def __init__(self, files: list[str], metadata: dict[str, Any] | None = None) -> None:
         self.files = files
@@ -57,7 +61,16 @@ class RecordSplit:
 
 def count_records(files: list[str]) -> int:
     """The number of records in TFRecord ``files`` (read, not decoded); a file that is not
-    one is named."""
+    one is named.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "three.tfrecord")
+    >>> with tf.io.TFRecordWriter(path) as writer:
+    ...     for record in (b"a", b"b", b"c"):
+    ...         writer.write(record)
+    >>> count_records([path, path])
+    6
+    """
     total = 0
     for path in files:  # one at a time, so the error can say which
         try:
@@ -123,7 +136,15 @@ def resolve_split(data: DataConfig, which: str, verbose: bool = True) -> RecordS
     """The records of ``which`` (``"train"`` or ``"val"``): the configured pattern, or the
     converter's output made once. ``None`` when there is no such split, and for validation
     when the training records are the user's own (``data.train``) but validation would come
-    from the converter: scoring them on another dataset would pick the best model by it."""
+    from the converter: scoring them on another dataset would pick the best model by it.
+
+    >>> import tempfile
+    >>> shapes = {"count": 2, "height": 8, "width": 8}
+    >>> data = DataConfig(options=shapes, records_dir=tempfile.mkdtemp())
+    >>> split = resolve_split(data, "val", verbose=False)   # rendered once, then reused
+    >>> split.count, split.class_names[:2]
+    (2, ['background', 'disc'])
+    """
     pattern = getattr(data, which)
     if pattern is None:
         if data.dataset is None:

@@ -103,11 +103,21 @@ def _json_safe(value: Any) -> Any:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and the last checkpoint."""
+    """The loss became NaN or infinite; the message names the step and the last checkpoint.
+
+    >>> issubclass(NonFiniteLossError, FloatingPointError)   # caught as numpy's errors are
+    True
+    """
 
 
 def solver_config(config: TrainConfig, total_steps: int) -> SolverConfig:
-    """The :class:`SolverConfig` of a recipe: its preset with the recipe's fields set."""
+    """The :class:`SolverConfig` of a recipe: its preset with the recipe's fields set.
+
+    >>> recipe = from_dict({"model": {"output_stride": 16}, "solver": {"preset": "heavy"}})
+    >>> heavy = solver_config(recipe, total_steps=10)
+    >>> heavy.learning_rate, heavy.momentum, heavy.normalize   # FCN-16s: summed per image
+    (1e-12, 0.99, 'batch')
+    """
     solver = config.solver
     fields = {
         "learning_rate": solver.learning_rate,
@@ -142,6 +152,10 @@ def build_optimizer(config: TrainConfig, solver: SolverConfig) -> keras.optimize
     Every ``apply`` is one update, so ``iterations`` and the schedule count updates: the
     :class:`Trainer` accumulates micro-batches itself (Keras' own accumulation updates inside
     a ``cond``, where ``MirroredStrategy`` cannot all-reduce).
+
+    >>> config = from_dict({"solver": {"optimizer": "adam", "learning_rate": 1e-3}})
+    >>> type(build_optimizer(config, solver_config(config, total_steps=10))).__name__
+    'Adam'
     """
     extra = {"clipnorm": config.solver.clipnorm} if config.solver.clipnorm else {}
     if config.solver.optimizer == "sgd":
@@ -185,7 +199,12 @@ def build_model(
     config: TrainConfig, num_classes: int, backbone_weights: bool = True
 ) -> keras.Model:
     """The recipe's network; ``backbone_weights=False`` skips ``model.backbone_weights`` (for a
-    network a checkpoint fills anyway, so the ImageNet file need not be there)."""
+    network a checkpoint fills anyway, so the ImageNet file need not be there).
+
+    >>> tiny = {"geometry": "same", "backbone_options": {"width": 1 / 32, "fc_units": 8}}
+    >>> build_model(from_dict({"model": tiny}), num_classes=3).name
+    'fcn8s_vgg16'
+    """
     model = config.model
     return build_fcn(
         num_classes,
@@ -204,6 +223,11 @@ def load_model(path: str) -> keras.Model:
     ``best/`` folder, or the run folder) restored into the network its ``config.yaml`` names.
 
     Every model variable must come from the checkpoint; optimizer slots may stay behind.
+
+    >>> load_model("nowhere/model.keras")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: nowhere/model.keras: no such .keras file
     """
     if path.endswith(".keras"):
         if not os.path.isfile(path):

@@ -74,7 +74,12 @@ def git_commit(path: str | None = None) -> str | None:
 
 
 def run_metadata(argv: list[str] | None = None) -> dict[str, Any]:
-    """What reproducing a run needs besides its config."""
+    """What reproducing a run needs besides its config.
+
+    >>> metadata = run_metadata(["train.py", "--epochs", "2"])
+    >>> metadata["command"][1:], sorted(metadata["versions"])[:3]
+    (['train.py', '--epochs', '2'], ['fcn_tf', 'keras', 'numpy'])
+    """
     import numpy
 
     import fcn_tf
@@ -119,7 +124,14 @@ def new_run_dir(base: str, name: str) -> str:
 
 
 def write_config(folder: str, config: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-    """Write ``config.yaml`` and ``run.json`` into ``folder``, atomically."""
+    """Write ``config.yaml`` and ``run.json`` into ``folder``, atomically.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> write_config(folder, {"run": {"epochs": 2}}, {"commit": "abc"})
+    >>> read_config(folder), read_metadata(folder)
+    ({'run': {'epochs': 2}}, {'commit': 'abc'})
+    """
     os.makedirs(folder, exist_ok=True)
 
     def write_yaml(temporary: str) -> None:
@@ -131,7 +143,12 @@ def write_config(folder: str, config: Mapping[str, Any], metadata: Mapping[str, 
 
 
 def read_metadata(folder: str) -> dict[str, Any] | None:
-    """A run folder's ``run.json`` (how it was started and resumed), or ``None``."""
+    """A run folder's ``run.json`` (how it was started and resumed), or ``None``.
+
+    >>> import tempfile
+    >>> read_metadata(tempfile.mkdtemp()) is None
+    True
+    """
     path = os.path.join(folder, METADATA)
     if not os.path.exists(path):
         return None
@@ -140,7 +157,13 @@ def read_metadata(folder: str) -> dict[str, Any] | None:
 
 
 def read_config(folder: str) -> dict[str, Any]:
-    """A run folder's resolved ``config.yaml``."""
+    """A run folder's resolved ``config.yaml``.
+
+    >>> read_config("/")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: / is not a run folder: it has no config.yaml
+    """
     path = os.path.join(folder, CONFIG)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{folder} is not a run folder: it has no {CONFIG}")
@@ -150,7 +173,14 @@ def read_config(folder: str) -> dict[str, Any]:
 
 def run_folder_of(path: str) -> str | None:
     """The run folder ``path`` belongs to (the folder itself, the folder of its ``model.keras``
-    or of its ``checkpoints/``/``best/`` entries), or ``None``."""
+    or of its ``checkpoints/``/``best/`` entries), or ``None``.
+
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> write_config(run, {}, {})
+    >>> run_folder_of(os.path.join(run, "checkpoints", "ckpt-3")) == run
+    True
+    """
     path = os.path.abspath(path)
     for folder in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
         if os.path.isfile(os.path.join(folder, CONFIG)):
@@ -159,13 +189,27 @@ def run_folder_of(path: str) -> str | None:
 
 
 def latest_checkpoint(folder: str) -> str | None:
-    """The newest checkpoint prefix in a run folder's ``checkpoints/``, or ``None``."""
+    """The newest checkpoint prefix in a run folder's ``checkpoints/``, or ``None``.
+
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> checkpoint = tf.train.Checkpoint(step=tf.Variable(1))
+    >>> _ = tf.train.CheckpointManager(checkpoint, os.path.join(run, CHECKPOINTS), 2).save(7)
+    >>> os.path.basename(latest_checkpoint(run)), os.path.basename(find_checkpoint(run))
+    ('ckpt-7', 'ckpt-7')
+    """
     return tf.train.latest_checkpoint(os.path.join(folder, CHECKPOINTS))
 
 
 def find_checkpoint(path: str) -> str:
     """A checkpoint prefix from a run folder (its best checkpoint, else its latest), a
-    checkpoint folder, or a prefix itself. Errors name the path."""
+    checkpoint folder, or a prefix itself. Errors name the path.
+
+    >>> find_checkpoint("nowhere/ckpt-3")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: nowhere/ckpt-3: not a run folder, checkpoint folder or checkpoint prefix
+    """
     if os.path.isdir(path):
         for folder in (os.path.join(path, BEST), os.path.join(path, CHECKPOINTS), path):
             found = tf.train.latest_checkpoint(folder)
@@ -183,6 +227,13 @@ def copy_matching_layers(source: keras.Model, target: keras.Model) -> list[str]:
     finer net adds (``score_pool4``, ``upscore2``, ...) keep their initial values.
 
     Returns the names of the copied layers.
+
+    >>> import fcn_tf
+    >>> options = {"geometry": "same", "backbone_options": {"width": 1 / 32, "fc_units": 8}}
+    >>> coarse, fine = fcn_tf.FCN32s(3, **options), fcn_tf.FCN16s(3, **options)
+    >>> copied = copy_matching_layers(coarse, fine)
+    >>> "fc6" in copied, "score_fr" in copied, "score_pool4" in copied
+    (True, True, False)
     """
     by_name = {layer.name: layer for layer in source.layers}
     copied = []

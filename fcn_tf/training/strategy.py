@@ -49,13 +49,21 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
 
 
 def worker_index() -> int:
-    """This process' worker index in ``TF_CONFIG`` (0 without one)."""
+    """This process' worker index in ``TF_CONFIG`` (0 without one).
+
+    >>> os.environ.get("TF_CONFIG") is None and worker_index()
+    0
+    """
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     return int(task.get("index", 0))
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes the run's files (worker 0, or the only process)."""
+    """Whether this process writes the run's files (worker 0, or the only process).
+
+    >>> is_chief(tf.distribute.get_strategy())
+    True
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
         return True
