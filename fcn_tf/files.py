@@ -23,6 +23,18 @@ def write_atomic(path: str, write: Callable[[str], Any]) -> None:
 
     As ``open(path, "w")`` would: a symbolic link is written through (its target replaced),
     an existing file keeps its permissions, and a missing folder is an error naming ``path``.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    >>> def fail(temporary):
+    ...     open(temporary, "w").write("half")
+    ...     raise OSError("disk full")
+    >>> write_atomic(path, fail)
+    Traceback (most recent call last):
+    ...
+    OSError: disk full
+    >>> os.listdir(os.path.dirname(path))   # nothing half-written left behind
+    []
     """
     target = os.path.realpath(path)
     folder = os.path.dirname(target)
@@ -40,7 +52,14 @@ def write_atomic(path: str, write: Callable[[str], Any]) -> None:
 
 
 def write_json(path: str, content: Any) -> None:
-    """``content`` as indented JSON at ``path``, atomically."""
+    """``content`` as indented JSON at ``path``, atomically.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "scores.json")
+    >>> write_json(path, {"mean_iu": 0.5})
+    >>> open(path).read().splitlines()
+    ['{', '  "mean_iu": 0.5', '}']
+    """
 
     def write(temporary: str) -> None:
         with open(temporary, "w") as file:

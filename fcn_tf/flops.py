@@ -83,7 +83,13 @@ _AFFINE = (Preprocess, keras.layers.Rescaling, keras.layers.BatchNormalization)
 
 @dataclasses.dataclass(frozen=True)
 class LayerFlops:
-    """One layer call's work on one input size (see the module docstring for what counts)."""
+    """One layer call's work on one input size (see the module docstring for what counts).
+
+    >>> net = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c")])
+    >>> (row,) = layer_flops(net, (8, 8, 3))
+    >>> row.name, row.output_shape, row.flops == 2 * 6 * 6 * 4 * 3 * 3 * 3
+    ('c', (1, 6, 6, 4), True)
+    """
 
     name: str
     layer_type: str

@@ -68,6 +68,9 @@ def onednn_weights_frozen() -> bool:
     reads that variable once, at its first oneDNN convolution, and then reuses each kernel's
     first weights forever: set it only in processes that never change weights after their
     first inference (a server that loads a model and predicts), never where a model trains.
+
+    >>> os.environ.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS") is None and onednn_weights_frozen()
+    False
     """
     try:
         from tensorflow.python.util import _pywrap_util_port
@@ -139,7 +142,13 @@ def class_dtype(num_classes: int) -> tf.DType:
 
 
 def class_ids(model: keras.Model, dtype: tf.DType, images: tf.Tensor) -> tf.Tensor:
-    """The argmax of ``model``'s logits on float ``images``, as ``dtype`` class ids."""
+    """The argmax of ``model``'s logits on float ``images``, as ``dtype`` class ids.
+
+    >>> scorer = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 1)])
+    >>> scorer.set_weights([np.array([[[[1, 0], [0, 1], [0, 0]]]], "float32"), np.zeros(2)])
+    >>> class_ids(scorer, tf.uint8, tf.constant([[[[1.0, 2.0, 0.0], [3.0, 1.0, 0.0]]]])).numpy()
+    array([[[1, 0]]], dtype=uint8)
+    """
     # Compiled with the model: under XLA the argmax fuses into the last layer's loop.
     labels = tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
     return tf.cast(labels, dtype)

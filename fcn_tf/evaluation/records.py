@@ -19,7 +19,12 @@ __all__ = ["SplitInfo", "split_info"]
 
 @dataclasses.dataclass
 class SplitInfo:
-    """A split's files and labels: class names, their count, the ignore label."""
+    """A split's files and labels: class names, their count, the ignore label.
+
+    >>> info = SplitInfo(RecordSplit(["val.tfrecord"]), 2, ["sky", "road"], 255)
+    >>> info.files, info.num_classes
+    (['val.tfrecord'], 2)
+    """
 
     split: RecordSplit
     num_classes: int
@@ -40,7 +45,16 @@ def split_info(
 ) -> SplitInfo:
     """The records matching ``pattern``; classes from ``dataset.json`` beside them unless
     given, else ``default_num_classes`` and ``default_class_names`` (e.g. the model's):
-    records alone do not say how many classes there are."""
+    records alone do not say how many classes there are.
+
+    >>> import tempfile
+    >>> from fcn_tf.data.convert import convert
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = convert("synthetic", folder, "val", verbose=False, count=1, height=8, width=8)
+    >>> info = split_info(folder + "/*.tfrecord")
+    >>> info.num_classes, info.class_names[-1], info.ignore_label
+    (6, 'bar', 255)
+    """
     if num_classes is not None and num_classes < 1:
         raise ValueError(f"the number of classes (--num-classes) must be >= 1, got {num_classes}")
     split = record_split(pattern)

@@ -24,6 +24,11 @@ def classifier_model(
 
     The file may hold the classifier (``include_top=True``) or the convolutional part only;
     ``options`` are the application's own (e.g. MobileNetV2's ``alpha``).
+
+    >>> classifier_model(keras.applications.VGG16, "no/such/vgg16.h5", "vgg16")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: backbone_weights: no such file 'no/such/vgg16.h5' for backbone 'vgg16'
     """
     if weights == "imagenet":
         try:

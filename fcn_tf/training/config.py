@@ -66,7 +66,11 @@ def _load_yaml(text: Any) -> Any:
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Arguments of :func:`fcn_tf.build_fcn` (``num_classes`` comes from the data)."""
+    """Arguments of :func:`fcn_tf.build_fcn` (``num_classes`` comes from the data).
+
+    >>> ModelConfig(output_stride=16).backbone, ModelConfig().geometry   # None: the backbone's
+    ('vgg16', None)
+    """
 
     output_stride: int = 8
     backbone: str = "vgg16"
@@ -85,6 +89,10 @@ class DataConfig:
     (a converter name of ``python -m fcn_tf.data.convert``, e.g. ``synthetic`` or ``camvid``)
     writes that split once into ``records_dir`` (``options`` and ``split_options[split]`` go
     to the converter) and later runs reuse it.
+
+    >>> data = DataConfig(train="records/train-*.tfrecord", batch_size=4, crop_size=320)
+    >>> data.train, data.val, data.dataset   # validation still from the synthetic converter
+    ('records/train-*.tfrecord', None, 'synthetic')
     """
 
     train: str | None = None
@@ -115,7 +123,11 @@ class SolverSection:
 
     ``loss_sampling`` < 1 is the paper's loss sampling (section 3.4): each
     ``model.output_stride`` pixels square cell of the labels keeps its loss with this
-    probability, renormalised so that the expected loss is the whole-image one."""
+    probability, renormalised so that the expected loss is the whole-image one.
+
+    >>> SolverSection().optimizer, SolverSection().preset, SolverSection().learning_rate
+    ('sgd', 'normalized', None)
+    """
 
     optimizer: str = "sgd"
     preset: str = "normalized"
@@ -139,6 +151,10 @@ class RunConfig:
     ``epochs`` of ``steps_per_epoch`` optimizer updates each (``None``: one pass over the
     training records); every update consumes ``accumulate`` batches. A checkpoint is saved
     every ``checkpoint_every`` updates and at each epoch's end, after evaluation.
+
+    >>> run = RunConfig(epochs=3, steps_per_epoch=100)
+    >>> run.precision, run.jit, run.strategy   # the defaults measured fastest on CPU
+    ('float32', False, 'default')
     """
 
     epochs: int = 1
@@ -157,7 +173,13 @@ class RunConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """A whole recipe."""
+    """A whole recipe; its fields are checked when it is made.
+
+    >>> TrainConfig(run=RunConfig(precision="float64"))
+    Traceback (most recent call last):
+    ...
+    ValueError: run.precision must be one of ('float32', 'mixed_bfloat16', 'mixed_float16'), ...
+    """
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)

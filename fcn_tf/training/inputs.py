@@ -194,6 +194,16 @@ def train_dataset_fn(
     ``skip_batches`` per-replica batches already consumed by each replica (a resumed run).
     The element order is always fixed by ``seed`` (``run.deterministic`` is about ops):
     resuming counts batches, so the stream must be the same in every run.
+
+    >>> import tempfile
+    >>> data = DataConfig(options={"count": 4, "height": 8, "width": 8},
+    ...                   records_dir=tempfile.mkdtemp(), batch_size=2, crop_size=8)
+    >>> split = resolve_split(data, "train", verbose=False)
+    >>> strategy = tf.distribute.get_strategy()
+    >>> batches = strategy.distribute_datasets_from_function(train_dataset_fn(split, data, 2, 0))
+    >>> images, labels = next(iter(batches))
+    >>> tuple(images.shape), tuple(labels.shape)
+    ((2, 8, 8, 3), (2, 8, 8))
     """
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -228,7 +238,17 @@ def _pair(value: int | list[int]) -> list[int]:
 def eval_dataset_fn(
     split: RecordSplit, ignore_label: int
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
-    """A ``dataset_fn`` giving each replica whole images (batch 1), the same count on all."""
+    """A ``dataset_fn`` giving each replica whole images (batch 1), the same count on all.
+
+    >>> import tempfile
+    >>> data = DataConfig(options={"count": 3, "height": 8, "width": 6},
+    ...                   records_dir=tempfile.mkdtemp())
+    >>> split = resolve_split(data, "val", verbose=False)
+    >>> images = tf.distribute.get_strategy().distribute_datasets_from_function(
+    ...     eval_dataset_fn(split, 255))
+    >>> [tuple(x.shape) for x, _ in images]
+    [(1, 8, 6, 3), (1, 8, 6, 3), (1, 8, 6, 3)]
+    """
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         replicas = context.num_replicas_in_sync

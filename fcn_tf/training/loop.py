@@ -278,7 +278,12 @@ def _save_keras(model: keras.Model, path: str) -> None:
 
 
 class Trainer:
-    """Trains a recipe into a run folder; see the module docstring.
+    """Trains a recipe into a run folder; the module docstring trains one.
+
+    >>> import tempfile
+    >>> recipe = from_dict({"run": {"epochs": 3, "steps_per_epoch": 5}})
+    >>> Trainer(recipe, tempfile.mkdtemp(), verbose=0).total_steps   # nothing built yet
+    15
 
     Args:
         config: the recipe.

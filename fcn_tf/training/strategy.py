@@ -17,7 +17,15 @@ __all__ = ["is_chief", "make_strategy", "worker_index"]
 def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
     """``default``, ``one_device`` (the first GPU, else the CPU), ``mirrored`` (all local
     GPUs, else the CPU devices), ``multi_worker`` (``TF_CONFIG`` names the cluster) or
-    ``tpu`` (``tpu``: a TPU name or address; ``None`` asks the environment)."""
+    ``tpu`` (``tpu``: a TPU name or address; ``None`` asks the environment).
+
+    >>> make_strategy("one_device").num_replicas_in_sync
+    1
+    >>> make_strategy("horovod")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown strategy 'horovod'
+    """
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
