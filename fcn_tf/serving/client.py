@@ -73,7 +73,19 @@ def _image_batch(images: Any) -> tuple[np.ndarray, bool]:
 
 
 class Client:
-    """What both clients do on top of ``call`` (one signature, arrays in and out)."""
+    """What both clients do on top of ``call`` (one signature, arrays in and out).
+
+    >>> class Red(Client):  # a stand-in for a server: class 1 wherever red > 0
+    ...     def call(self, inputs, signature=constants.SERVING_DEFAULT):
+    ...         return {"class_ids": (inputs["images"][..., 0] > 0).astype("uint8")}
+    >>> Red("fcn", None, None, timeout=1.0).predict(np.full((2, 3, 3), 9, "uint8"))
+    array([[1, 1, 1],
+           [1, 1, 1]], dtype=uint8)
+    >>> Client("fcn", 3, "stable", timeout=1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: give a version or a version label, not both
+    """
 
     def __init__(
         self, model: str, version: int | None, version_label: str | None, timeout: float
@@ -124,6 +136,10 @@ class GrpcClient(Client):
         version_label: or ask for the version this label of the server's config names.
         timeout: seconds per call before it fails with DEADLINE_EXCEEDED.
         max_message_bytes: the largest message sent or received (gRPC's default is 4 MB).
+
+    >>> with GrpcClient("localhost:8500", "fcn", version_label="stable") as client:
+    ...     message_to_json(client.model_spec("serving_default"))
+    {'name': 'fcn', 'signature_name': 'serving_default', 'version_label': 'stable'}
     """
 
     def __init__(
@@ -194,6 +210,13 @@ class RestClient(Client):
     :class:`GrpcClient`'s, except that ``timeout`` bounds each network operation of a call
     (connecting, sending, each read: HTTP has no call deadline), not the whole call. Output
     dtypes come from the model's metadata (fetched once).
+
+    >>> RestClient("http://serving:8501/", "fcn", version=2).base
+    'http://serving:8501/v1/models/fcn/versions/2'
+    >>> RestClient("http://127.0.0.1:1", "fcn", timeout=1.0).status()
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: UNAVAILABLE: http://127.0.0.1:1/v1/models/fcn: ...
     """
 
     def __init__(

@@ -57,7 +57,16 @@ _BATCHING_FIELDS = [
 
 
 def parse_model_server_config(text: str, source: str = "model config") -> ModelServerConfig:
-    """``text`` (a ``ModelServerConfig`` text proto) parsed; errors name ``source``."""
+    """``text`` (a ``ModelServerConfig`` text proto) parsed; errors name ``source``.
+
+    >>> config = parse_model_server_config('model_config_list { config { name: "fcn" } }')
+    >>> config.model_config_list.config[0].name
+    'fcn'
+    >>> parse_model_server_config("model_config_list { nme: 1 }", "models.config")
+    Traceback (most recent call last):
+    ...
+    ValueError: models.config: not a ModelServerConfig text proto: ...
+    """
     try:
         return text_format.Parse(text, ModelServerConfig())
     except text_format.ParseError as error:
@@ -65,7 +74,15 @@ def parse_model_server_config(text: str, source: str = "model config") -> ModelS
 
 
 def read_model_server_config(path: str) -> ModelServerConfig:
-    """The ``ModelServerConfig`` in the file ``path`` (TF Serving's ``--model_config_file``)."""
+    """The ``ModelServerConfig`` in the file ``path`` (TF Serving's ``--model_config_file``).
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "models.config")
+    >>> with open(path, "w") as file:
+    ...     _ = file.write('model_config_list { config { name: "fcn" base_path: "/m" } }')
+    >>> read_model_server_config(path).model_config_list.config[0].base_path
+    '/m'
+    """
     with open(path) as file:
         return parse_model_server_config(file.read(), path)
 
@@ -83,7 +100,15 @@ def single_model_config(name: str, base_path: str) -> ModelServerConfig:
 
 def model_configs(config: ModelServerConfig) -> list[ModelConfig]:
     """The models of ``config``, checked as TF Serving checks them (names unique, a base path,
-    the ``tensorflow`` platform)."""
+    the ``tensorflow`` platform).
+
+    >>> config = parse_model_server_config('''model_config_list {
+    ...     config { name: "fcn" base_path: "/a" }  config { name: "fcn" base_path: "/b" } }''')
+    >>> model_configs(config)
+    Traceback (most recent call last):
+    ...
+    ValueError: model name 'fcn' appears more than once
+    """
     if config.HasField("custom_model_config"):
         raise ValueError("custom_model_config is not supported: use model_config_list")
     models = list(config.model_config_list.config)
@@ -104,7 +129,12 @@ def model_configs(config: ModelServerConfig) -> list[ModelConfig]:
 
 @functools.cache
 def batching_parameters_type() -> type[message.Message]:
-    """The ``tensorflow.serving.BatchingParameters`` message class (in a private pool)."""
+    """The ``tensorflow.serving.BatchingParameters`` message class (in a private pool).
+
+    >>> fields = batching_parameters_type().DESCRIPTOR.fields_by_name
+    >>> fields["max_batch_size"].number, fields["allowed_batch_sizes"].number
+    (1, 6)
+    """
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
     file = descriptor_pb2.FileDescriptorProto(
@@ -130,7 +160,15 @@ def batching_parameters_type() -> type[message.Message]:
 
 
 def parse_batching_parameters(text: str, source: str = "batching parameters") -> message.Message:
-    """``text`` (a ``BatchingParameters`` text proto) parsed; errors name ``source``."""
+    """``text`` (a ``BatchingParameters`` text proto) parsed; errors name ``source``.
+
+    >>> parse_batching_parameters("allowed_batch_sizes: [1, 4, 8]").allowed_batch_sizes
+    [1, 4, 8]
+    >>> parse_batching_parameters("max_batch_size: 4", "batching.config")
+    Traceback (most recent call last):
+    ...
+    ValueError: batching.config: not a BatchingParameters text proto: ...
+    """
     try:
         return text_format.Parse(text, batching_parameters_type()())
     except text_format.ParseError as error:
@@ -138,6 +176,14 @@ def parse_batching_parameters(text: str, source: str = "batching parameters") ->
 
 
 def read_batching_parameters(path: str) -> message.Message:
-    """The ``BatchingParameters`` in the file ``path`` (``--batching_parameters_file``)."""
+    """The ``BatchingParameters`` in the file ``path`` (``--batching_parameters_file``).
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "batching.config")
+    >>> with open(path, "w") as file:
+    ...     _ = file.write("batch_timeout_micros { value: 5000 }")
+    >>> read_batching_parameters(path).batch_timeout_micros.value
+    5000
+    """
     with open(path) as file:
         return parse_batching_parameters(file.read(), path)

@@ -40,7 +40,14 @@ for _code, _status in _HTTP.items():
 
 
 class ServingError(Exception):
-    """A failed request: ``code`` (a ``grpc.StatusCode``) and a message for the caller."""
+    """A failed request: ``code`` (a ``grpc.StatusCode``) and a message for the caller.
+
+    >>> error = ServingError(grpc.StatusCode.UNAVAILABLE, "server restarting")
+    >>> error.code.name, error.message, error.http_status
+    ('UNAVAILABLE', 'server restarting', 503)
+    >>> ServingError(grpc.StatusCode.DATA_LOSS, "corrupt").http_status  # unmapped: 500
+    500
+    """
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(f"{code.name}: {message}")
@@ -81,5 +88,9 @@ def from_tf_error(error: tf.errors.OpError) -> ServingError:
 
 
 def from_http_status(status: int) -> grpc.StatusCode:
-    """The status code a REST client reports for an HTTP status (UNKNOWN if none maps)."""
+    """The status code a REST client reports for an HTTP status (UNKNOWN if none maps).
+
+    >>> from_http_status(404).name, from_http_status(503).name, from_http_status(418).name
+    ('NOT_FOUND', 'UNAVAILABLE', 'UNKNOWN')
+    """
     return _FROM_HTTP.get(status, grpc.StatusCode.UNKNOWN)

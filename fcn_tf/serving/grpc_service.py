@@ -53,7 +53,18 @@ def _answer(context: grpc.ServicerContext, call: Callable[[], T]) -> T:
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED
-    (they take ``tf.Example`` inputs, which image models do not)."""
+    (they take ``tf.Example`` inputs, which image models do not).
+
+    >>> class Context:  # grpc's: abort() ends the call with a status
+    ...     def abort(self, code, details):
+    ...         raise RuntimeError(f"{code.name}: {details}")
+    >>> request = predict_pb2.PredictRequest(model_spec={"name": "fcn"})
+    >>> request.inputs["images"].CopyFrom(to_proto(tf.zeros((1, 4, 4, 3), tf.uint8)))
+    >>> PredictionService(ModelRegistry([]), max_tensor_bytes=16).Predict(request, Context())
+    Traceback (most recent call last):
+    ...
+    RuntimeError: INVALID_ARGUMENT: input 'images' holds 48 bytes, over the limit of 16
+    """
 
     def __init__(self, registry: ModelRegistry, max_tensor_bytes: int) -> None:
         self.registry = registry
@@ -113,7 +124,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus; HandleReloadConfigRequest stays UNIMPLEMENTED (the watcher reloads)."""
+    """GetModelStatus; HandleReloadConfigRequest stays UNIMPLEMENTED (the watcher reloads).
+
+    >>> class Context:  # grpc's: abort() ends the call with a status
+    ...     def abort(self, code, details):
+    ...         raise RuntimeError(f"{code.name}: {details}")
+    >>> request = get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "fcn"})
+    >>> ModelService(ModelRegistry([])).GetModelStatus(request, Context())
+    Traceback (most recent call last):
+    ...
+    RuntimeError: NOT_FOUND: model 'fcn' is not served here; models: []
+    """
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
@@ -127,7 +148,19 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 def add_services(
     server: grpc.Server, registry: ModelRegistry, max_tensor_bytes: int = 2**31 - 1
 ) -> None:
-    """Register both services of ``registry`` on ``server``."""
+    """Register both services of ``registry`` on ``server``.
+
+    >>> from concurrent import futures
+    >>> server = grpc.server(futures.ThreadPoolExecutor(1))
+    >>> add_services(server, ModelRegistry([]))
+    >>> port = server.add_insecure_port("127.0.0.1:0")
+    >>> server.start()
+    >>> stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    >>> stub.GetModelStatus.future(get_model_status_pb2.GetModelStatusRequest()).code()
+    <StatusCode.NOT_FOUND: (5, 'not found')>
+    >>> server.stop(None).wait()
+    True
+    """
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(registry, max_tensor_bytes), server
     )

@@ -40,7 +40,15 @@ log = logging.getLogger(__name__)
 
 
 class ServedModel:
-    """One model of the config: its loaded versions (an immutable mapping, swapped whole)."""
+    """One model of the config: its loaded versions (an immutable mapping, swapped whole).
+
+    >>> config = model_server_config_pb2.ModelConfig(
+    ...     name="fcn", base_path="/models/fcn", version_labels={"stable": 3})
+    >>> ServedModel(config).resolve(None, "stable")  # the label names version 3
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: NOT_FOUND: version 3 of model 'fcn' is not loaded; ...
+    """
 
     def __init__(self, config: model_server_config_pb2.ModelConfig, warmup: bool = True) -> None:
         self.config = config
@@ -182,7 +190,17 @@ class ServedModel:
 
 
 class ModelRegistry:
-    """The served models by name."""
+    """The served models by name.
+
+    >>> config = model_server_config_pb2.ModelConfig(name="fcn", base_path="/models/fcn")
+    >>> registry = ModelRegistry([config])
+    >>> registry.model("fcn").name
+    'fcn'
+    >>> registry.model("seg")
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: NOT_FOUND: model 'seg' is not served here; models: ['fcn']
+    """
 
     def __init__(
         self, configs: Sequence[model_server_config_pb2.ModelConfig], warmup: bool = True

@@ -49,7 +49,15 @@ _ROUTE = re.compile(
 
 
 def route(path: str) -> tuple[str, int | None, str, str]:
-    """``(model, version, label, action)`` of a request path; NOT_FOUND if it is no route."""
+    """``(model, version, label, action)`` of a request path; NOT_FOUND if it is no route.
+
+    >>> route("/v1/models/fcn?debug=1")
+    ('fcn', None, '', '')
+    >>> route("/v2/models/fcn")
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: NOT_FOUND: no such resource: /v2/models/fcn ...
+    """
     match = _ROUTE.fullmatch(path.split("?", 1)[0])
     if match is None:
         raise not_found(f"no such resource: {path} (try /v1/models/NAME[:predict|/metadata])")

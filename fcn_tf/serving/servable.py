@@ -43,7 +43,19 @@ _WARMUP_SIDE = 32  # pixels, or less where the export's max_pixels is smaller
 
 @dataclasses.dataclass(frozen=True)
 class Signature:
-    """A callable signature of a loaded version, with the specs its inputs must meet."""
+    """A callable signature of a loaded version, with the specs its inputs must meet.
+
+    >>> spec = {"images": tf.TensorSpec([None, None, None, 3], tf.uint8)}
+    >>> argmax = lambda images: {"class_ids": tf.argmax(images, -1)}
+    >>> signature = Signature("serving_default", argmax, spec, ("class_ids",))
+    >>> signature.run({"images": np.zeros((1, 2, 5, 3), "uint8")})["class_ids"].shape
+    (1, 2, 5)
+    >>> signature.run({"images": np.zeros((2, 5, 3), "uint8")})
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: INVALID_ARGUMENT: input 'images' must be uint8
+    [?, ?, ?, 3], got uint8 [2, 5, 3]
+    """
 
     name: str
     function: Any  # the loaded ConcreteFunction
@@ -118,7 +130,14 @@ def _clean(error: ServingError) -> ServingError:
 @dataclasses.dataclass(frozen=True)
 class Servable:
     """A loaded version: the SavedModel object (which owns the variables), its signatures,
-    its SignatureDefs and the export's ``assets/fcn_tf.json`` (empty if it has none)."""
+    its SignatureDefs and the export's ``assets/fcn_tf.json`` (empty if it has none).
+
+    >>> Servable(1, "/models/fcn/1", None, {}, {}, {}).signature("")
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: FAILED_PRECONDITION: serving signature key
+    "serving_default" not found; this version has []
+    """
 
     version: int
     path: str
@@ -141,7 +160,18 @@ class Servable:
 
 
 def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
-    """The SignatureDefs of the SavedModel in ``path`` (its serving MetaGraph), as stored."""
+    """The SignatureDefs of the SavedModel in ``path`` (its serving MetaGraph), as stored.
+
+    >>> import tempfile
+    >>> saved_model = saved_model_pb2.SavedModel()
+    >>> graph = saved_model.meta_graphs.add(meta_info_def={"tags": ["serve"]})
+    >>> graph.signature_def["serving_default"].method_name = "tensorflow/serving/predict"
+    >>> path = tempfile.mkdtemp()
+    >>> with open(os.path.join(path, "saved_model.pb"), "wb") as file:
+    ...     _ = file.write(saved_model.SerializeToString())
+    >>> {key: d.method_name for key, d in read_signature_defs(path).items()}
+    {'serving_default': 'tensorflow/serving/predict'}
+    """
     with open(os.path.join(path, "saved_model.pb"), "rb") as file:
         saved_model = saved_model_pb2.SavedModel.FromString(file.read())
     for meta_graph in saved_model.meta_graphs:
@@ -168,7 +198,18 @@ def _takes_probe(signature: Signature, side: int) -> bool:
 
 def load_version(path: str, version: int, warmup: bool = True) -> Servable:
     """Load the SavedModel in ``path`` completely (variables, signatures, a warm-up call of
-    ``serving_default`` on a small image when ``warmup``), ready to answer."""
+    ``serving_default`` on a small image when ``warmup``), ready to answer.
+
+    >>> import keras, tempfile
+    >>> from fcn_tf.export import export_saved_model
+    >>> model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 1)])
+    >>> servable = load_version(export_saved_model(model, tempfile.mkdtemp()), 1)
+    >>> servable.version, sorted(servable.signatures)
+    (1, ['predict_image_bytes', 'serving_default'])
+    >>> images = np.zeros((2, 4, 6, 3), "uint8")
+    >>> servable.signature("").run({"images": images})["class_ids"].shape
+    (2, 4, 6)
+    """
     loaded = tf.saved_model.load(path)
     metadata = _read_metadata(path)
     max_pixels = metadata.get("max_pixels")

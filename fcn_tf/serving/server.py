@@ -44,6 +44,17 @@ class LocalServer:
         threads: gRPC worker threads (requests run concurrently on TensorFlow's pools).
         max_message_bytes: largest gRPC message either way, and largest REST body.
         warmup: run ``serving_default`` once on a small image before a version is served.
+
+    >>> import keras, numpy as np, tempfile
+    >>> from fcn_tf.export import export_saved_model
+    >>> from fcn_tf.serving import GrpcClient, config
+    >>> base = tempfile.mkdtemp()
+    >>> model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 1)])
+    >>> _ = export_saved_model(model, base)
+    >>> with LocalServer(config.single_model_config("fcn", base), port=0, rest_port=None) as s:
+    ...     with GrpcClient(f"127.0.0.1:{s.port}", "fcn") as client:
+    ...         client.predict(np.zeros((5, 7, 3), "uint8")).shape
+    (5, 7)
     """
 
     def __init__(

@@ -38,7 +38,13 @@ SIGNATURE_DEF = "signature_def"
 
 
 def version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str]:
-    """``(version or None, label or "")`` of a ``ModelSpec``."""
+    """``(version or None, label or "")`` of a ``ModelSpec``.
+
+    >>> version_choice(model_pb2.ModelSpec(name="fcn", version={"value": 3}))
+    (3, '')
+    >>> version_choice(model_pb2.ModelSpec(name="fcn"))  # the newest loaded
+    (None, '')
+    """
     choice = spec.WhichOneof("version_choice")
     if choice == "version":
         return spec.version.value, ""
@@ -51,14 +57,26 @@ def predict(
     inputs: Mapping[str, np.ndarray],
     output_filter: Iterable[str] = (),
 ) -> tuple[Servable, Signature, dict[str, np.ndarray]]:
-    """Run the signature ``spec`` names on ``inputs``: the version, signature and outputs."""
+    """Run the signature ``spec`` names on ``inputs``: the version, signature and outputs.
+
+    >>> predict(ModelRegistry([]), model_pb2.ModelSpec(name="fcn"), {})
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: NOT_FOUND: model 'fcn' is not served here; models: []
+    """
     servable = registry.resolve(spec.name, *version_choice(spec))
     signature = servable.signature(spec.signature_name)
     return servable, signature, signature.run(inputs, output_filter)
 
 
 def response_spec(name: str, servable: Servable, signature_name: str = "") -> model_pb2.ModelSpec:
-    """The ``ModelSpec`` a response carries: the name, version and signature that answered."""
+    """The ``ModelSpec`` a response carries: the name, version and signature that answered.
+
+    >>> servable = Servable(7, "/models/fcn/7", None, {}, {}, {})
+    >>> spec = response_spec("fcn", servable, "serving_default")
+    >>> spec.name, spec.version.value, spec.signature_name
+    ('fcn', 7, 'serving_default')
+    """
     spec = model_pb2.ModelSpec(name=name, signature_name=signature_name)
     spec.version.value = servable.version
     return spec
@@ -67,7 +85,13 @@ def response_spec(name: str, servable: Servable, signature_name: str = "") -> mo
 def signature_def_map(
     registry: ModelRegistry, spec: model_pb2.ModelSpec, fields: Iterable[str]
 ) -> tuple[Servable, get_model_metadata_pb2.SignatureDefMap]:
-    """The version ``spec`` names and its SignatureDefs, for GetModelMetadata's only field."""
+    """The version ``spec`` names and its SignatureDefs, for GetModelMetadata's only field.
+
+    >>> signature_def_map(ModelRegistry([]), model_pb2.ModelSpec(name="fcn"), ["tags"])
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: INVALID_ARGUMENT: metadata fields ['tags'] are not ...
+    """
     fields = list(fields)
     if not fields:
         raise invalid("GetModelMetadataRequest must name at least one metadata_field")
@@ -84,7 +108,15 @@ def signature_def_map(
 def model_status(
     registry: ModelRegistry, spec: model_pb2.ModelSpec
 ) -> get_model_status_pb2.GetModelStatusResponse:
-    """Every known version of the model (or the one ``spec`` names) with its state."""
+    """Every known version of the model (or the one ``spec`` names) with its state.
+
+    >>> from fcn_tf.serving.config import model_configs, single_model_config
+    >>> registry = ModelRegistry(model_configs(single_model_config("fcn", "/models/fcn")))
+    >>> model_status(registry, model_pb2.ModelSpec(name="fcn"))  # nothing loaded yet
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: NOT_FOUND: Could not find any versions of model fcn
+    """
     model = registry.model(spec.name)
     version, label = version_choice(spec)
     if label:

@@ -55,12 +55,29 @@ def message_size_options(max_bytes: int) -> list[tuple[str, int]]:
 
 
 def to_proto(array: Any) -> tensor_pb2.TensorProto:
-    """``array`` (numpy, tensor, nested lists) as a ``TensorProto``."""
+    """``array`` (numpy, tensor, nested lists) as a ``TensorProto``.
+
+    >>> proto = to_proto(np.zeros((2, 3), "uint8"))
+    >>> tf.as_dtype(proto.dtype).name, [d.size for d in proto.tensor_shape.dim]
+    ('uint8', [2, 3])
+    >>> len(proto.tensor_content)
+    6
+    """
     return tf.make_tensor_proto(array)
 
 
 def from_proto(proto: tensor_pb2.TensorProto, key: str) -> np.ndarray:
-    """The array in ``proto``; a malformed proto is an INVALID_ARGUMENT naming ``key``."""
+    """The array in ``proto``; a malformed proto is an INVALID_ARGUMENT naming ``key``.
+
+    >>> from_proto(to_proto([1.5, 2.0]), "scores")
+    array([1.5, 2. ], dtype=float32)
+    >>> proto = to_proto(np.zeros((2, 3), "uint8"))
+    >>> proto.tensor_content = b"?"  # 1 byte for 6 values
+    >>> from_proto(proto, "images")
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: INVALID_ARGUMENT: input 'images' is not a readable ...
+    """
     try:
         return tf.make_ndarray(proto)
     except (TypeError, ValueError) as error:
@@ -72,6 +89,14 @@ def from_json(value: Any, spec: tf.TensorSpec, key: str) -> np.ndarray:
 
     Strings are ``{"b64": "..."}`` objects (binary) or JSON strings; numbers must fit the
     dtype: ``300`` for uint8 or ``0.5`` for an integer tensor is an error, as in TF Serving.
+
+    >>> spec = tf.TensorSpec([None, 2], tf.uint8)
+    >>> from_json([[0, 255]], spec, "images")
+    array([[  0, 255]], dtype=uint8)
+    >>> from_json([[0, 300]], spec, "images")
+    Traceback (most recent call last):
+    ...
+    fcn_tf.serving.errors.ServingError: INVALID_ARGUMENT: ... values 0..300 do not fit uint8
     """
     if spec.dtype == tf.string:
         return _strings(value, key)
@@ -122,7 +147,14 @@ def _string(item: Any, key: str) -> bytes:
 
 def to_json(array: np.ndarray, name: str, binary: bool | None = None) -> Any:
     """``array`` as JSON values. Strings become ``{"b64": ...}`` when ``binary``, or (``None``)
-    when the tensor is named ``*_bytes``, as TF Serving writes binary outputs; else text."""
+    when the tensor is named ``*_bytes``, as TF Serving writes binary outputs; else text.
+
+    >>> to_json(np.array([[3, 0]], "uint8"), "class_ids")
+    [[3, 0]]
+    >>> words = np.array([b"cat"], object)
+    >>> to_json(words, "label"), to_json(words, "label", binary=True)
+    (['cat'], [{'b64': 'Y2F0'}])
+    """
     if array.dtype != object and array.dtype.kind != "S":
         return array.tolist()
     binary = name.endswith("_bytes") if binary is None else binary
