@@ -34,6 +34,16 @@ def convert(
 
     Options that only other datasets take are ignored (the CLI's flags are shared); a name no
     dataset takes is an error, so a typo never converts with defaults.
+
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> metadata = convert("synthetic", out, "val", 2, verbose=False, count=3, height=8, width=8)
+    >>> metadata["count"], metadata["files"]
+    (3, ['val-00000-of-00002.tfrecord', 'val-00001-of-00002.tfrecord'])
+    >>> convert("synthetic", out, "val", colour="red")
+    Traceback (most recent call last):
+    ...
+    ValueError: synthetic: unknown option(s) ['colour']; the converters take [...]
     """
     converter_class = get_converter(dataset)
     accepted = inspect.signature(converter_class).parameters
@@ -96,6 +106,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: convert, print a JSON summary and return 0, or print the error and 1.
+
+    >>> import contextlib, io, tempfile
+    >>> with contextlib.redirect_stdout(io.StringIO()) as stdout:  # the progress bar too
+    ...     code = main(["synthetic", "--split", "val", "--out", tempfile.mkdtemp(), "--count",
+    ...                  "2", "--height", "8", "--width", "8"])
+    >>> print(code, stdout.getvalue().splitlines()[-1])
+    0 {"name": "synthetic", "split": "val", "count": 2,
+       "files": ["val-00000-of-00001.tfrecord"], "skipped": 0}
+    """
     args = vars(_parser().parse_args(argv))
     dataset, out, split = args.pop("dataset"), args.pop("out"), args.pop("split")
     try:

@@ -52,6 +52,10 @@ class Sample:
 
     ``image`` is an encoded JPEG or PNG file's bytes (kept as is: no quality lost, no time
     spent) or an ``[H, W, 3]`` uint8 array (encoded as PNG). ``label`` is ``[H, W]`` uint8.
+
+    >>> sample = Sample("cat.png", np.zeros((2, 3, 3), np.uint8), np.ones((2, 3), np.uint8))
+    >>> sample.filename, sample.label.shape, sample.depth, sample.origin
+    ('cat.png', (2, 3), None, '')
     """
 
     filename: str
@@ -105,7 +109,13 @@ def _int(value: int) -> tf.train.Feature:
 
 
 def encode_example(sample: Sample, height: int, width: int) -> bytes:
-    """A serialized ``tf.train.Example`` of ``sample``, whose image is ``height`` x ``width``."""
+    """A serialized ``tf.train.Example`` of ``sample``, whose image is ``height`` x ``width``.
+
+    >>> sample = Sample("a.png", np.zeros((2, 3, 3), np.uint8), np.ones((2, 3), np.uint8))
+    >>> feature = tf.train.Example.FromString(encode_example(sample, 2, 3)).features.feature
+    >>> len(feature), feature[FORMAT].bytes_list.value, feature[WIDTH].int64_list.value
+    (7, [b'png'], [3])
+    """
     if isinstance(sample.image, np.ndarray):
         encoded = encode_png(sample.image)
     else:

@@ -236,6 +236,14 @@ def from_tfds(
 
         ds = from_tfds("oxford_iiit_pet", "train", download=True)
         image, label = next(iter(ds))  # uint8 [H, W, 3], uint8 [H, W] in {0, 1, 255}
+
+    On TFDS's mock data (random pixels, no download):
+
+    >>> import tensorflow_datasets as tfds
+    >>> with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+    ...     pairs = list(from_tfds("oxford_iiit_pet", "train").as_numpy_iterator())
+    >>> len(pairs), pairs[0][0].shape[-1], pairs[0][1].ndim, set(pairs[0][1].flat) <= {0, 1, 255}
+    (2, 3, 2, True)
     """
     try:
         import tensorflow_datasets as tfds

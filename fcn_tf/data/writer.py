@@ -36,7 +36,12 @@ METADATA = "dataset.json"
 
 
 class BadSampleError(ValueError):
-    """A source sample that cannot be converted; the message names its file."""
+    """A source sample that cannot be converted; the message names its file.
+
+    >>> error = BadSampleError("cat.jpg: unreadable image (truncated)")
+    >>> isinstance(error, ValueError), str(error)
+    (True, 'cat.jpg: unreadable image (truncated)')
+    """
 
 
 class Converter:
@@ -44,6 +49,15 @@ class Converter:
 
     Subclasses set ``name`` and ``class_names`` and implement ``keys`` and ``load``. Instances
     are sent to worker processes, so they must pickle (plain attributes, no open files).
+
+    >>> class Halves(Converter):
+    ...     name, class_names = "halves", ("left", "right")
+    ...     def keys(self):
+    ...         return ["a", "b"]
+    ...     def load(self, key):
+    ...         return Sample(f"{key}.png", np.zeros((2, 2, 3), np.uint8), np.eye(2, dtype=int))
+    >>> Halves().keys(), Halves().load("b").label.tolist(), Halves().ignore_label
+    (['a', 'b'], [[1, 0], [0, 1]], 255)
     """
 
     name: str = ""
@@ -86,7 +100,17 @@ def _decode_rgb(image: bytes | np.ndarray, filename: str) -> np.ndarray:
 
 
 def check_sample(sample: Sample, num_classes: int, ignore_label: int) -> np.ndarray:
-    """The decoded RGB image, after checking sizes and label values; raises naming the file."""
+    """The decoded RGB image, after checking sizes and label values; raises naming the file.
+
+    >>> image = np.zeros((2, 3, 3), np.uint8)
+    >>> check_sample(Sample("a.png", image, np.array([[0, 1, 255]] * 2)), 2, 255).shape
+    (2, 3, 3)
+    >>> check_sample(Sample("b.png", image, np.full((2, 3), 7)), 2, 255)
+    Traceback (most recent call last):
+    ...
+    fcn_tf.data.writer.BadSampleError: b.png: label values [7] outside [0, 2) and not the
+    ignore label 255
+    """
     where = sample.origin or sample.filename
     rgb = _decode_rgb(sample.image, where)
     label = np.asarray(sample.label)
@@ -180,6 +204,14 @@ def write_dataset(
 
     Returns the content of ``dataset.json``: name, split, count, class names, ignore label,
     per-class pixel counts, mean RGB, the shard files and any skipped samples.
+
+    >>> import tempfile
+    >>> from fcn_tf.data.converters.synthetic import Shapes
+    >>> out = tempfile.mkdtemp()
+    >>> converter = Shapes("val", count=3, height=8, width=8)
+    >>> metadata = write_dataset(converter, out, "val", verbose=False)
+    >>> metadata["count"], metadata["files"], sorted(os.listdir(out))
+    (3, ['val-00000-of-00001.tfrecord'], ['dataset.json', 'val-00000-of-00001.tfrecord'])
     """
     keys = converter.keys()
     if not keys:

@@ -29,7 +29,17 @@ PALETTE = (
 
 
 class CamVid(Converter):
-    """CamVid's 11 classes; ``split`` is the name of a list file (``train``, ``val``, ...)."""
+    r"""CamVid's 11 classes; ``split`` is the name of a list file (``train``, ``val``, ...).
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> with open(os.path.join(root, "val.txt"), "w") as file:
+    ...     _ = file.write("/SegNet/CamVid/val/a.png /SegNet/CamVid/valannot/a.png\n")
+    >>> [os.path.relpath(path, root) for path in split_paths(CamVid(root, "val").keys()[0])]
+    ['val/a.png', 'valannot/a.png']
+    >>> len(CamVid.class_names), CamVid.class_names[:3]
+    (11, ('sky', 'building', 'pole'))
+    """
 
     name = "camvid"
     class_names = CLASS_NAMES

@@ -36,12 +36,28 @@ def join_paths(*paths: str) -> str:
 
 
 def split_paths(key: str) -> list[str]:
-    """The files of a key made by :func:`join_paths`."""
+    """The files of a key made by :func:`join_paths`.
+
+    >>> split_paths(join_paths("images/a.jpg", "masks/a.png")), split_paths("b.jpg")
+    (['images/a.jpg', 'masks/a.png'], ['b.jpg'])
+    """
     return key.split(_KEY_SEPARATOR)
 
 
 def read_bytes(path: str) -> bytes:
-    """A file's bytes, or :class:`BadSampleError` naming it."""
+    """A file's bytes, or :class:`BadSampleError` naming it.
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.jpg")
+    >>> with open(path, "wb") as file:
+    ...     _ = file.write(b"abc")
+    >>> read_bytes(path)
+    b'abc'
+    >>> read_bytes(path + ".gone")
+    Traceback (most recent call last):
+    ...
+    fcn_tf.data.writer.BadSampleError: /.../a.jpg.gone: cannot read (No such file or directory)
+    """
     try:
         with open(path, "rb") as file:
             return file.read()
@@ -50,7 +66,19 @@ def read_bytes(path: str) -> bytes:
 
 
 def read_label(path: str) -> np.ndarray:
-    """A label PNG's class ids ``[H, W]``: palette indices, or the values of a gray image."""
+    """A label PNG's class ids ``[H, W]``: palette indices, or the values of a gray image.
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "label.png")
+    >>> Image.fromarray(np.array([[0, 1, 255]], np.uint8)).save(path)
+    >>> read_label(path)
+    array([[  0,   1, 255]])
+    >>> Image.new("RGB", (3, 1)).save(path)
+    >>> read_label(path)
+    Traceback (most recent call last):
+    ...
+    fcn_tf.data.writer.BadSampleError: /.../label.png: label must be a palette or gray PNG, not RGB
+    """
     try:
         with Image.open(path) as image:
             if image.mode not in ("P", "L", "I", "I;16"):
@@ -65,7 +93,15 @@ def read_label(path: str) -> np.ndarray:
 
 
 def read_lines(path: str) -> list[str]:
-    """Non-empty stripped lines of a list file (e.g. VOC's ImageSets), or an error naming it."""
+    r"""Non-empty stripped lines of a list file (e.g. VOC's ImageSets), or an error naming it.
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "val.txt")
+    >>> with open(path, "w") as file:
+    ...     _ = file.write("2007_000033\n\n  2007_000042 \n")
+    >>> read_lines(path)
+    ['2007_000033', '2007_000042']
+    """
     try:
         with open(path) as file:
             return [line.strip() for line in file if line.strip()]
@@ -79,6 +115,16 @@ def read_image(path: str) -> bytes | np.ndarray:
     A photo with an EXIF orientation is stored upright (as pixels), as prediction reads it
     and as its mask was drawn. Raises :class:`BadSampleError` naming the file when it cannot
     be read.
+
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> Image.new("RGB", (3, 2)).save(os.path.join(folder, "rgb.png"))
+    >>> Image.new("L", (3, 2), 7).save(os.path.join(folder, "gray.png"))
+    >>> read_image(os.path.join(folder, "rgb.png"))[:4]  # the file as it is
+    b'\\x89PNG'
+    >>> gray = read_image(os.path.join(folder, "gray.png"))
+    >>> gray.shape, gray[0, 0].tolist()
+    ((2, 3, 3), [7, 7, 7])
     """
     try:
         with Image.open(path) as image:
@@ -100,7 +146,18 @@ def read_image(path: str) -> bytes | np.ndarray:
 
 
 def read_mat(path: str, key: str) -> np.ndarray:
-    """The 2-D integer matrix ``key`` of a MATLAB file, or :class:`BadSampleError` naming it."""
+    """The 2-D integer matrix ``key`` of a MATLAB file, or :class:`BadSampleError` naming it.
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "label.mat")
+    >>> scipy.io.savemat(path, {"S": np.array([[0.0, 3.0]])})
+    >>> read_mat(path, "S")
+    array([[0, 3]])
+    >>> read_mat(path, "T")
+    Traceback (most recent call last):
+    ...
+    fcn_tf.data.writer.BadSampleError: /.../label.mat: no 'T' matrix (found ['S'])
+    """
     try:
         content = scipy.io.loadmat(path)
     except Exception as error:  # scipy raises several types, v7.3 (HDF5) files included

@@ -85,6 +85,15 @@ def read_mask(path: str, colours: dict[int, int] | None = None) -> np.ndarray:
     """A mask PNG's class ids, uint8 ``[H, W]``; ``colours`` maps packed RGB to class ids.
 
     Raises :class:`BadSampleError` naming the file when it cannot be read as a mask.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "mask.png")
+    >>> Image.fromarray(np.array([[0, 1, 255]], np.uint8)).save(path)
+    >>> read_mask(path).tolist()
+    [[0, 1, 255]]
+    >>> Image.fromarray(np.array([[[255, 0, 0], [0, 0, 0]]], np.uint8)).save(path)
+    >>> read_mask(path, {0xFF0000: 1, 0x000000: 0}).tolist()  # red is class 1
+    [[1, 0]]
     """
     try:
         with Image.open(path) as image:
@@ -195,7 +204,19 @@ def _palette_classes(path: str) -> tuple[dict[int, int], list[str | None]]:
 
 
 class Folder(Converter):
-    """Images and masks from ``root`` (see the module's description for the layout)."""
+    """Images and masks from ``root`` (see the module's description for the layout).
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> for name, mode in [("images/cat.jpg", "RGB"), ("masks/cat.png", "L")]:
+    ...     os.makedirs(os.path.join(root, os.path.dirname(name)))
+    ...     Image.new(mode, (4, 3), 1).save(os.path.join(root, name))
+    >>> folder = Folder(root, "train", class_names="background,cat")
+    >>> [os.path.relpath(path, root) for path in split_paths(folder.keys()[0])]
+    ['images/cat.jpg', 'masks/cat.png']
+    >>> folder.class_names, folder.load(folder.keys()[0]).label.tolist()[0]
+    (('background', 'cat'), [1, 1, 1, 1])
+    """
 
     name = "folder"
 

@@ -38,7 +38,19 @@ _16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
 def read_depth(path: str) -> np.ndarray:
-    """A 16-bit single-channel PNG as uint16 ``[H, W]``, or :class:`BadSampleError` naming it."""
+    """A 16-bit single-channel PNG as uint16 ``[H, W]``, or :class:`BadSampleError` naming it.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "depth.png")
+    >>> Image.fromarray(np.array([[0, 1000]], np.uint16)).save(path)
+    >>> read_depth(path)
+    array([[   0, 1000]], dtype=uint16)
+    >>> Image.fromarray(np.array([[0, 100]], np.uint8)).save(path)
+    >>> read_depth(path)
+    Traceback (most recent call last):
+    ...
+    fcn_tf.data.writer.BadSampleError: /.../depth.png: depth must be a 16-bit gray PNG, not mode L
+    """
     try:
         with Image.open(path) as image:
             mode = image.mode
@@ -54,7 +66,16 @@ def read_depth(path: str) -> np.ndarray:
 
 
 class NYUDv2(Converter):
-    """NYUDv2's 40 classes with depth; ``split`` is ``train``, ``val``, ``test`` or ``trainval``."""
+    r"""NYUDv2's 40 classes with depth; ``split`` is ``train``, ``val``, ``test`` or ``trainval``.
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> for part, ids in [("train", "5003\n5004\n"), ("val", "5001\n")]:
+    ...     with open(os.path.join(root, f"{part}.txt"), "w") as file:
+    ...         _ = file.write(ids)
+    >>> NYUDv2(root, "trainval").keys(), len(NYUDv2.class_names), NYUDv2.class_names[:2]
+    (['5003', '5004', '5001'], 40, ('wall', 'floor'))
+    """
 
     name = "nyud"
     class_names = CLASS_NAMES

@@ -57,7 +57,15 @@ def _normal(name: str) -> str:
 
 
 def read_label_names(path: str) -> dict[int, str]:
-    """``{N: name}`` from a file of ``N: name`` lines, or an error naming the file."""
+    r"""``{N: name}`` from a file of ``N: name`` lines, or an error naming the file.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels.txt")
+    >>> with open(path, "w") as file:
+    ...     _ = file.write("1: accordion\n2: aeroplane\n\n3: air conditioner\n")
+    >>> read_label_names(path)
+    {1: 'accordion', 2: 'aeroplane', 3: 'air conditioner'}
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pascal_context: no label list {path}")
     names = {}
@@ -144,7 +152,19 @@ def read_label_map(path: str) -> np.ndarray:
 
 
 class PascalContext(Converter):
-    """PASCAL-Context's 59 classes and background; ``split`` is ``train``, ``val`` or a path."""
+    r"""PASCAL-Context's 59 classes and background; ``split`` is ``train``, ``val`` or a path.
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()  # the release folder, here with VOC2010's folders inside
+    >>> for folder in ("JPEGImages", "ImageSets/Main"):
+    ...     os.makedirs(os.path.join(root, folder))
+    >>> full = ["accordion", *CLASS_NAMES[1:]]  # a 60-class "full labelling"
+    >>> with open(os.path.join(root, "labels.txt"), "w") as file:
+    ...     _ = file.write("".join(f"{k}: {name}\n" for k, name in enumerate(full, start=1)))
+    >>> context = PascalContext(root, "val")
+    >>> len(context.class_names), context.to_task(np.array([[0, 1, 2, 60, 999]])).tolist()
+    (60, [[0, 0, 1, 59, 0]])
+    """
 
     name = "pascal_context"
     class_names = CLASS_NAMES

@@ -25,7 +25,20 @@ __all__ = ["SBD", "read_segmentation"]
 
 
 def read_segmentation(path: str) -> np.ndarray:
-    """``GTcls.Segmentation`` of an SBD ``cls/*.mat`` file, or an error naming the file."""
+    """``GTcls.Segmentation`` of an SBD ``cls/*.mat`` file, or an error naming the file.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "2008_000002.mat")
+    >>> scipy.io.savemat(path, {"GTcls": {"Segmentation": np.array([[0, 15]], np.uint8)}})
+    >>> read_segmentation(path)
+    array([[ 0, 15]], dtype=uint8)
+    >>> scipy.io.savemat(path, {"GTinst": {"Segmentation": np.zeros((1, 1), np.uint8)}})
+    >>> read_segmentation(path)
+    Traceback (most recent call last):
+    ...
+    fcn_tf.data.writer.BadSampleError: /.../2008_000002.mat: no GTcls struct with a Segmentation
+    field
+    """
     try:
         mat = scipy.io.loadmat(path, variable_names=["GTcls"])
     except Exception as error:  # missing, truncated, or MATLAB v7.3 (HDF5), which scipy lacks
@@ -53,7 +66,17 @@ def _dataset_folder(root: str) -> str:
 
 
 class SBD(Converter):
-    """SBD's VOC classes (20 and background); ``split`` is ``train``, ``val`` or a list path."""
+    r"""SBD's VOC classes (20 and background); ``split`` is ``train``, ``val`` or a list path.
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()  # benchmark_RELEASE, or its dataset folder
+    >>> os.makedirs(os.path.join(root, "dataset", "cls"))
+    >>> with open(os.path.join(root, "dataset", "train.txt"), "w") as file:
+    ...     _ = file.write("2008_000002\n2008_000003\n")
+    >>> sbd = SBD(root, "train")
+    >>> os.path.relpath(sbd.folder, root), sbd.keys(), len(sbd.class_names)
+    ('dataset', ['2008_000002', '2008_000003'], 21)
+    """
 
     name = "sbd"
     class_names = CLASS_NAMES

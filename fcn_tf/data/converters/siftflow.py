@@ -36,9 +36,20 @@ SUBFOLDER = "spatial_envelope_256x256_static_8outdoorcategories"
 
 
 class SIFTFlow(Converter):
-    """SIFT Flow's 33 semantic classes, with the 3 geometric ones in ``Sample.geometric``.
+    r"""SIFT Flow's 33 semantic classes, with the 3 geometric ones in ``Sample.geometric``.
 
     ``split`` names a list file in ``root``: the reference has ``trainval`` and ``test``.
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> with open(os.path.join(root, "test.txt"), "w") as file:
+    ...     _ = file.write("coast_arnat59\n")
+    >>> SIFTFlow(root, "test").keys(), len(SIFTFlow.class_names), SIFTFlow.geometric_class_names
+    (['coast_arnat59'], 33, ('sky', 'horizontal', 'vertical'))
+    >>> SIFTFlow(root, "trainval").keys()
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: siftflow: no list file /.../trainval.txt (found ['test.txt'])
     """
 
     name = "siftflow"

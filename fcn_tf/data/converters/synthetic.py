@@ -14,7 +14,13 @@ from fcn_tf.data.writer import Converter
 
 class Shapes(Converter):
     """``count`` procedural images of ``split``; ``bar_width`` and ``noise`` go to
-    :func:`fcn_tf.data.shapes.render`; ``root`` is not used (nothing is read)."""
+    :func:`fcn_tf.data.shapes.render`; ``root`` is not used (nothing is read).
+
+    >>> sample = Shapes("train", count=4, height=16, width=24, seed=3).load("2")
+    >>> sample.filename, sample.image.dtype.name, Shapes.class_names
+    ('shapes_train_000002', 'uint8', ('background', 'disc', 'rectangle', 'triangle', 'ring',
+     'bar'))
+    """
 
     name = "synthetic"
     class_names = shapes.CLASS_NAMES

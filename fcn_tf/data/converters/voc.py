@@ -109,10 +109,20 @@ def _year_folder(root: str, year: str) -> str:
 
 
 class VOC(Converter):
-    """PASCAL VOC's 20 classes and background; ``split`` is ``train``, ``val``, ``seg11valid``...
+    r"""PASCAL VOC's 20 classes and background; ``split`` is ``train``, ``val``, ``seg11valid``...
 
     ``root`` is the VOCdevkit folder (``year`` picks the year inside it) or a year folder
     itself, in which case ``year`` is not used.
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()  # a VOCdevkit listing one image
+    >>> lists = os.path.join(root, "VOC2012", "ImageSets", "Segmentation")
+    >>> os.makedirs(lists)
+    >>> os.makedirs(os.path.join(root, "VOC2012", "JPEGImages"))
+    >>> with open(os.path.join(lists, "val.txt"), "w") as file:
+    ...     _ = file.write("2007_000033\n")
+    >>> VOC(root, "val").keys(), len(VOC.class_names), VOC.class_names[:2]
+    (['2007_000033'], 21, ('background', 'aeroplane'))
     """
 
     name = "voc"
