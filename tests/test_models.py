@@ -129,6 +129,13 @@ def test_bad_arguments_are_named():
         build_fcn(3, backbone="resnet50", geometry="caffe")
     with pytest.raises(ValueError, match="geometry"):
         build_fcn(3, geometry="valid", backbone_options=TINY_VGG)
+    # A misspelt backbone option is named with the ones the backbone takes (was a TypeError).
+    with pytest.raises(ValueError, match=r"'vgg16' takes no option 'widht'.*'width'"):
+        build_fcn(3, backbone_options={**TINY_VGG, "widht": 0.5})
+    with pytest.raises(ValueError, match=r"'mobilenet_v2' takes no option 'alpah'.*'alpha'"):
+        build_fcn(3, backbone="mobilenet_v2", backbone_options={"alpah": 0.5})
+    with pytest.raises(ValueError, match=r"'resnet50' takes no option 'classes'"):
+        build_fcn(3, backbone="resnet50", backbone_options={"classes": 10})
 
 
 def test_batch_elements_are_independent(rng):

@@ -18,6 +18,7 @@ Options (``backbone_options`` of :func:`fcn_tf.build_fcn`): ``vgg16`` takes thos
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -61,6 +62,37 @@ class Backbone:
     @property
     def default_geometry(self) -> str:
         return self.geometries[0]
+
+    def check_options(self, options: Mapping[str, object]) -> None:
+        """Refuse ``backbone_options`` the builder does not take, naming them (a misspelt
+        key would otherwise be a ``TypeError`` from deep inside the build).
+
+        >>> BACKBONES["vgg16"].check_options({"widht": 0.5})
+        Traceback (most recent call last):
+        ...
+        ValueError: backbone 'vgg16' takes no option 'widht'; its options: ['batch_norm', ...]
+        """
+        known = _option_names(self.build)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(
+                f"backbone {self.name!r} takes no option {', '.join(map(repr, unknown))}; "
+                f"its options: {sorted(known)}"
+            )
+
+
+def _option_names(build: Callable[..., keras.Model]) -> set[str]:
+    # Keyword arguments after the input tensor and geometry; a builder that passes **options
+    # on says which it takes in ``option_names``.
+    declared = getattr(build, "option_names", None)
+    if declared is not None:
+        return set(declared)
+    parameters = list(inspect.signature(build).parameters.values())[1:]
+    return {
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "geometry"
+    }
 
 
 BACKBONES: dict[str, Backbone] = {}
@@ -208,6 +240,10 @@ def _application(constructor: Callable[..., keras.Model], name: str):
         source = classifier_model(constructor, weights, name, **options)
         return transfer_weights(source, trunk, origin=str(weights))
 
+    fixed = {"include_top", "weights", "input_tensor", "input_shape", "pooling", "classes"}
+    fixed |= {"classifier_activation", "name"}
+    constructor_options = set(inspect.signature(constructor).parameters) - fixed
+    build.option_names = frozenset({"bn_momentum", *constructor_options})
     return build, load
 
 

@@ -131,6 +131,7 @@ def build_fcn(
     if spec.input_multiple > 1:
         x = PadToMultiple(spec.input_multiple, name="pad_to_multiple")(x)
     options = dict(backbone_options or {})
+    spec.check_options(options)
     trunk = spec.build(x, geometry=geometry, **options)
     if backbone_weights is not None:
         spec.load_weights(trunk, backbone_weights, **options)
