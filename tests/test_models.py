@@ -138,6 +138,25 @@ def test_bad_arguments_are_named():
         build_fcn(3, backbone="resnet50", backbone_options={"classes": 10})
 
 
+def test_a_registered_backbone_passing_options_on_is_not_checked():
+    import dataclasses
+
+    from fcn_tf.models.backbones import register_backbone, vgg16_trunk
+
+    def build(inputs, geometry="same", **options):  # options go on to VGG16
+        return vgg16_trunk(inputs, geometry, **options)
+
+    register_backbone(dataclasses.replace(get_backbone("vgg16"), name="my_vgg", build=build))
+    try:
+        model = build_fcn(3, backbone="my_vgg", geometry="same", backbone_options=TINY_VGG)
+        assert model.get_layer("fc6").kernel.shape[-1] == TINY_VGG["fc_units"]
+        build.option_names = ("width", "fc_units")  # declared: checked again
+        with pytest.raises(ValueError, match="'my_vgg' takes no option 'dropout'"):
+            build_fcn(3, backbone="my_vgg", backbone_options={**TINY_VGG, "dropout": 0.1})
+    finally:
+        del BACKBONES["my_vgg"]
+
+
 def test_batch_elements_are_independent(rng):
     model = build_fcn(3, 8, backbone_options=TINY_VGG)
     randomize(model, rng)

@@ -477,3 +477,17 @@ def test_benchmark_quick_run_writes_the_report(tmp_path):
     assert report["data"]["source"] == "synthetic"
     assert [row["mode"] for row in report["comparison"]] == ["whole", "crop"]
     assert all(row["ratio"] > 0 for row in report["comparison"])
+
+
+def test_corrupt_records_as_value_errors_keeps_paths_with_brackets(tmp_path):
+    from fcn_tf.data.pipeline import corrupt_records_as_value_errors
+
+    folder = tmp_path / "run_1]"  # a bracket ends TensorFlow's own message
+    folder.mkdir()
+    path = folder / "broken.tfrecord"
+    path.write_bytes(b"\x07" * 300)
+    with pytest.raises(ValueError) as caught, corrupt_records_as_value_errors():
+        list(load(str(path), training=False))
+    message = str(caught.value)
+    assert message.startswith("fcn_tf.data: corrupt record #0 (byte offset 0) in ")
+    assert f"{path}: bad TFRecord framing" in message and "function_node" not in message

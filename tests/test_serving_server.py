@@ -301,14 +301,8 @@ def test_rest_errors_are_json_with_tf_serving_statuses(server):
 
 def test_a_negative_content_length_is_refused_not_waited_on(server):
     # read(-1) would wait for the client to close: a keep-alive client would hang forever.
-    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=10) as connection:
-        connection.sendall(
-            b"POST /v1/models/fcn:predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"
-        )
-        reply = b""
-        while chunk := connection.recv(4096):  # the server closes: head and body, however split
-            reply += chunk
-        reply = reply.decode("latin-1")
+    request = b"POST /v1/models/fcn:predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"
+    reply = raw_reply(server.rest_port, request)
     assert reply.startswith("HTTP/1.1 400") and "non-negative" in reply
 
 
@@ -330,6 +324,32 @@ def test_a_chunked_body_is_read_as_tf_serving_does(server, fcn, rng):
     np.testing.assert_array_equal(predictions, keras_class_ids(fcn, image))
 
 
+def raw_reply(port, request):
+    """The whole reply to raw request bytes, the server closing the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    return reply.decode("latin-1")
+
+
+CHUNKED = b"POST /v1/models/fcn:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"-1\r\n" + b"x" * 100_000, "bad chunk size line"),  # was read to the end of input
+        (b"0x3\r\nabc\r\n0\r\n\r\n", "bad chunk size line"),
+        (b"3\r\n[1]]]\r\n0\r\n\r\n", "not followed by CRLF"),  # a wrong size
+    ],
+)
+def test_malformed_chunked_bodies_are_refused_at_once(server, body, message):
+    reply = raw_reply(server.rest_port, CHUNKED + body)
+    assert reply.startswith("HTTP/1.1 400") and message in reply
+
+
 def test_a_body_over_the_limit_is_answered_to_a_client_still_sending(tmp_path):
     config = single_model_config("fcn", str(tmp_path / "empty"))
     with LocalServer(config, port=0, rest_port=0, max_message_bytes=10**6) as small:
@@ -339,6 +359,18 @@ def test_a_body_over_the_limit_is_answered_to_a_client_still_sending(tmp_path):
         with pytest.raises(ServingError, match="exceeds the limit of 1000000") as caught:
             client.call({constants.INPUT_IMAGES: images})
         assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT  # not a broken pipe
+        # The same with a chunked body of 2 MB in 64 kB chunks.
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", small.rest_port, timeout=30)
+        try:
+            chunks = (b"x" * 65536 for _ in range(32))
+            connection.request("POST", "/v1/models/fcn:predict", body=chunks, encode_chunked=True)
+            response = connection.getresponse()
+            assert response.status == 400
+            assert "chunked body exceeds the limit of 1000000" in json.load(response)["error"]
+        finally:
+            connection.close()
 
 
 def test_a_server_that_cannot_bind_releases_what_it_started(server, tmp_path):

@@ -153,7 +153,8 @@ def _report(result: dict, name: str) -> None:
         per_class = val["per_class_iu"].items()
         print("  per-class IU: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class))
     if result["best_mean_iu"] is not None:
-        print(f"Best mean IU: {result['best_mean_iu']:.4f} (the weights in model.keras and export)")
+        saved = "model.keras and export" if "model" in result["files"] else "best/"
+        print(f"Best mean IU: {result['best_mean_iu']:.4f} (the weights in {saved})")
     print("Files:")
     for key, path in result["files"].items():
         print(f"  {key:<12} {path}")

@@ -46,6 +46,11 @@ VGG16_GEOMETRIES = {
 class Backbone:
     """How to build a backbone, where its features are, and how to load its weights.
 
+    ``build(inputs, geometry=..., **options)`` takes the ``backbone_options`` as keyword
+    arguments, which :meth:`check_options` checks against its signature; a builder that takes
+    ``**options`` is not checked unless it lists the names it accepts in an ``option_names``
+    attribute (as the Keras applications' builders here do).
+
     >>> vgg = BACKBONES["vgg16"]
     >>> dict(vgg.features), vgg.geometries
     ({8: 'pool3', 16: 'pool4', 32: 'drop7'}, ('caffe', 'same'))
@@ -73,7 +78,7 @@ class Backbone:
         ValueError: backbone 'vgg16' takes no option 'widht'; its options: ['batch_norm', ...]
         """
         known = _option_names(self.build)
-        unknown = sorted(set(options) - known)
+        unknown = [] if known is None else sorted(set(options) - known)
         if unknown:
             raise ValueError(
                 f"backbone {self.name!r} takes no option {', '.join(map(repr, unknown))}; "
@@ -81,13 +86,15 @@ class Backbone:
             )
 
 
-def _option_names(build: Callable[..., keras.Model]) -> set[str]:
-    # Keyword arguments after the input tensor and geometry; a builder that passes **options
-    # on says which it takes in ``option_names``.
+def _option_names(build: Callable[..., keras.Model]) -> set[str] | None:
+    # Keyword arguments after the input tensor and geometry; None (unchecked) for a builder
+    # taking **options that does not list them in ``option_names``.
     declared = getattr(build, "option_names", None)
     if declared is not None:
         return set(declared)
     parameters = list(inspect.signature(build).parameters.values())[1:]
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return None
     return {
         p.name
         for p in parameters

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 # A body over the limit is read and dropped up to this many times the limit before the
 # answer (so that the client reads it); beyond that the connection is just closed.
 _DRAIN_FACTOR = 4
+# A chunk-size line: hex digits, optional extensions (RFC 9112 section 7.1).
+_CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 
 _ROUTE = re.compile(
     r"/v1/models/(?P<name>[^/:]+)"
@@ -241,25 +243,38 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _read_chunked(self) -> bytes:
         """A ``Transfer-Encoding: chunked`` body (what clients send when the length is not
-        known in advance), at most ``max_body_bytes``."""
+        known in advance), at most ``max_body_bytes``; over it, the rest is read and dropped
+        (up to a bound, as for a Content-Length body) before the refusal."""
         parts, total = [], 0
         while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise invalid(f"bad chunk size line {line[:40]!r}") from None
+            size = self._chunk_size()
             if size == 0:
                 while self.rfile.readline(1024).strip():  # trailer fields, up to a blank line
                     pass
-                return b"".join(parts)
+                break
             total += size
-            if total > self.max_body_bytes:
+            if total > _DRAIN_FACTOR * self.max_body_bytes:
                 self.close_connection = True
-                raise invalid(f"chunked body exceeds the limit of {self.max_body_bytes} bytes")
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(16)  # the CRLF after the chunk
+                break
+            if total <= self.max_body_bytes:
+                parts.append(self.rfile.read(size))
+            else:
+                self._discard(size)  # over the limit: read, not kept
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                self.close_connection = True
+                raise invalid(f"chunk of {size} bytes not followed by CRLF: a wrong chunk size")
+        if total > self.max_body_bytes:
+            self.close_connection = True
+            raise invalid(f"chunked body exceeds the limit of {self.max_body_bytes} bytes")
+        return b"".join(parts)
+
+    def _chunk_size(self) -> int:
+        line = self.rfile.readline(1024)
+        found = _CHUNK_SIZE.fullmatch(line.rstrip(b"\r\n"))
+        if found is None:
+            self.close_connection = True
+            raise invalid(f"bad chunk size line {line[:40]!r}")
+        return int(found[1], 16)
 
 
 def make_rest_server(
