@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -98,9 +99,9 @@ def test_numbers_in_e_notation_are_floats_in_recipes_and_overrides(tmp_path):
     path.write_text("solver: {optimizer: adamw, learning_rate: 1e-3, weight_decay: 5E-4}\n")
     config = recipes.load_recipe(path)
     assert config.solver.learning_rate == 0.001 and config.solver.weight_decay == 0.0005
-    config = recipes.override(config, ["solver.loss_sampling=5e-1", "solver.momentum=1"])
+    config = recipes.override(config, ["solver.loss_sampling=5e-1", "solver.momentum=0"])
     assert config.solver.loss_sampling == 0.5
-    assert type(config.solver.momentum) is float and config.solver.momentum == 1.0
+    assert type(config.solver.momentum) is float and config.solver.momentum == 0.0
     written = tmp_path / "written.yaml"
     written.write_text(yaml.safe_dump(recipes.to_dict(config)))
     assert recipes.load_recipe(written).solver == config.solver
@@ -286,9 +287,44 @@ def test_unusable_solver_and_run_fields_are_named():
         "solver.normalize=mean": r"solver\.normalize must be one of",
         "run.keep_checkpoints=0": r"run\.keep_checkpoints must be a positive integer",
         "solver.accumulate=0": r"solver\.accumulate must be a positive integer",
+        "solver.learning_rate=-0.01": r"solver\.learning_rate must be positive, got -0\.01",
+        "solver.momentum=1.0": r"solver\.momentum must be in \[0, 1\), got 1\.0",
+        "solver.weight_decay=-1e-4": r"solver\.weight_decay must be >= 0",
+        "solver.schedule=step": r"solver\.step_size must be a positive integer with schedule",
+        "solver.optimizer=adam": r"solver\.learning_rate is needed with solver\.optimizer 'adam'",
     }.items():
         with pytest.raises(ValueError, match=message):
             recipes.override(recipes.TrainConfig(), [assignment])
+
+
+def test_adam_takes_its_own_rate_and_no_preset_accumulation():
+    from fcn_tf.training.loop import solver_config
+
+    config = recipes.from_dict({"solver": {"optimizer": "adam", "learning_rate": 1e-3}})
+    solver = solver_config(config, total_steps=10)
+    assert (solver.learning_rate, solver.accumulate) == (1e-3, 1)  # not 1e-8 and 20
+    sgd = solver_config(recipes.from_dict({}), total_steps=10)
+    assert (sgd.learning_rate, sgd.accumulate) == (1e-8, 20)  # the normalized FCN-8s preset
+
+
+@pytest.mark.parametrize(
+    ("model", "start"),
+    [({"output_stride": 8}, r"an FCN-16s \(--init-from\)"),
+     ({"output_stride": 32}, r"ImageNet VGG16 \(--backbone-weights\)")],
+)  # fmt: skip
+def test_a_preset_rate_from_random_weights_warns(tmp_path, model, start):
+    config = tiny_config(
+        tmp_path / "records", model=model, solver={"learning_rate": None, "accumulate": 1}
+    )
+    trainer = Trainer(config, str(tmp_path / "run"), verbose=0)
+    with pytest.warns(
+        UserWarning, match=rf"trains at [0-9.e-]+, a rate for fine-tuning from {start}"
+    ):
+        trainer._setup(resume=False)
+    given = tiny_config(tmp_path / "records", model=model)  # its own rate: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(given, str(tmp_path / "run2"), verbose=0)._setup(resume=False)
 
 
 # -- exact resume -----------------------------------------------------------------------------

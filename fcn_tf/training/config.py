@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -118,8 +118,9 @@ class DataConfig:
 @dataclasses.dataclass
 class SolverSection:
     """The optimizer: ``sgd`` is :class:`fcn_tf.training.ReferenceSGD` from ``preset``
-    (``null`` fields keep the preset's value); ``adam``/``adamw`` use the same learning rate,
-    schedule and accumulation (``weight_decay`` is AdamW's decoupled decay).
+    (``null`` fields keep the preset's value); ``adam``/``adamw`` need their own
+    ``learning_rate`` (the presets' are SGD's) and take the schedule, ``accumulate`` (default
+    1) and the preset's loss normalisation (``weight_decay`` is AdamW's decoupled decay).
 
     ``loss_sampling`` < 1 is the paper's loss sampling (section 3.4): each
     ``model.output_stride`` pixels square cell of the labels keeps its loss with this
@@ -221,12 +222,42 @@ def check(config: TrainConfig) -> None:
     for field, value in positive.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{field} must be a positive integer, got {value!r}")
+    _check_solver_values(config.solver)
     if not 0.0 < config.solver.loss_sampling <= 1.0:
         raise ValueError(
             f"solver.loss_sampling must be in (0, 1], got {config.solver.loss_sampling!r}"
         )
     if config.data.train is None and config.data.dataset is None:
         raise ValueError("data.train (a TFRecord pattern) or data.dataset (a converter) is needed")
+
+
+def _check_solver_values(solver: SolverSection) -> None:
+    if solver.optimizer != "sgd" and solver.learning_rate is None:
+        raise ValueError(
+            f"solver.learning_rate is needed with solver.optimizer {solver.optimizer!r}: the "
+            "presets' rates are SGD's (1e-14 to 1e-4)"
+        )
+
+    def unset_or(value: Any, ok: Callable[[Any], bool]) -> bool:
+        return value is None or ok(value)
+
+    checks = [
+        ("learning_rate", solver.learning_rate, unset_or(solver.learning_rate, lambda v: v > 0),
+         "positive"),
+        ("weight_decay", solver.weight_decay, unset_or(solver.weight_decay, lambda v: v >= 0),
+         ">= 0"),
+        ("momentum", solver.momentum, unset_or(solver.momentum, lambda v: 0 <= v < 1),
+         "in [0, 1)"),
+        ("gamma", solver.gamma, solver.gamma > 0, "positive"),
+        ("power", solver.power, solver.power > 0, "positive"),
+        ("clipnorm", solver.clipnorm, unset_or(solver.clipnorm, lambda v: v > 0), "positive"),
+        ("step_size", solver.step_size, solver.schedule != "step" or (
+            isinstance(solver.step_size, int) and solver.step_size > 0),
+         "a positive integer with schedule 'step' (Caffe's stepsize)"),
+    ]  # fmt: skip
+    for field, value, ok, requirement in checks:
+        if not ok:
+            raise ValueError(f"solver.{field} must be {requirement}, got {value!r}")
 
 
 _SECTIONS = {

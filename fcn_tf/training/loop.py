@@ -24,6 +24,7 @@ fall between updates, so the gradient sums, zero there, are not in them.
 ...     "model": {"geometry": "same", "backbone_options": {"width": 1 / 32, "fc_units": 8}},
 ...     "data": {"options": {"count": 4, "height": 32, "width": 32},
 ...              "records_dir": tempfile.mkdtemp(), "batch_size": 2, "crop_size": 32},
+...     "solver": {"learning_rate": 1e-3},
 ...     "run": {"steps_per_epoch": 2, "export": False},
 ... })
 >>> result = Trainer(config, tempfile.mkdtemp(), verbose=0).fit()
@@ -42,6 +43,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -123,7 +125,7 @@ def solver_config(config: TrainConfig, total_steps: int) -> SolverConfig:
         "learning_rate": solver.learning_rate,
         "momentum": solver.momentum,
         "weight_decay": solver.weight_decay,
-        "accumulate": solver.accumulate,
+        "accumulate": _accumulate(config),
         "normalize": solver.normalize,
     }
     overrides = {name: value for name, value in fields.items() if value is not None}
@@ -143,6 +145,8 @@ def solver_config(config: TrainConfig, total_steps: int) -> SolverConfig:
 def _accumulate(config: TrainConfig) -> int:
     if config.solver.accumulate is not None:
         return config.solver.accumulate
+    if config.solver.optimizer != "sgd":
+        return 1  # the presets' minibatch of 20 is the paper's SGD
     return preset(config.solver.preset, config.model.output_stride, config.model.at_once).accumulate
 
 
@@ -247,6 +251,26 @@ def load_model(path: str) -> keras.Model:
     status = tf.train.Checkpoint(model=model).restore(prefix)
     status.assert_existing_objects_matched().expect_partial()
     return model
+
+
+def _warn_if_preset_rate_from_scratch(config: TrainConfig, solver: SolverConfig) -> None:
+    # The presets' rates fine-tune: FCN-32s from ImageNet VGG16, each finer stage from the
+    # coarser net (1e-12 and 1e-14 move random weights by ~1e-9 in a few updates: no error).
+    if config.solver.optimizer != "sgd" or config.solver.learning_rate is not None:
+        return
+    staged = config.model.output_stride < 32 and not config.model.at_once
+    if staged:
+        start = f"an FCN-{config.model.output_stride * 2}s (--init-from)"
+    elif config.model.backbone_weights is None:
+        start = "ImageNet VGG16 (--backbone-weights)"
+    else:
+        return
+    warnings.warn(
+        f"solver.preset {config.solver.preset!r} trains at {solver.learning_rate:g}, a rate for "
+        f"fine-tuning from {start}, but this run starts from random weights: give that, or "
+        "set solver.learning_rate to train from scratch",
+        stacklevel=3,
+    )
 
 
 def _check_jit_determinism(config: TrainConfig, model: keras.Model) -> None:
@@ -370,6 +394,8 @@ class Trainer:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
         elif self.init_from:
             self._initialise_from(self.init_from)
+        else:
+            _warn_if_preset_rate_from_scratch(config, self.solver)
 
     def _check_classes(self, names: list[str] | None) -> None:
         # Caught here, not after an epoch of training when evaluation tabulates the classes.
