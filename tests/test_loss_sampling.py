@@ -169,7 +169,7 @@ def test_trainer_samples_by_final_layer_cells_and_checkpoints_the_draws(tmp_path
                 "batch_size": 2,
                 "crop_size": 32,
             },
-            "solver": {"loss_sampling": 0.5, "accumulate": 1},
+            "solver": {"loss_sampling": 0.5, "accumulate": 1, "learning_rate": 1e-6},
             "run": {"steps_per_epoch": 2, "export": False, "eval_images": 0},
         }
     )

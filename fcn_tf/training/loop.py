@@ -269,7 +269,7 @@ def _warn_if_preset_rate_from_scratch(config: TrainConfig, solver: SolverConfig)
         f"solver.preset {config.solver.preset!r} trains at {solver.learning_rate:g}, a rate for "
         f"fine-tuning from {start}, but this run starts from random weights: give that, or "
         "set solver.learning_rate to train from scratch",
-        stacklevel=3,
+        stacklevel=6,  # the caller of Trainer.fit
     )
 
 
