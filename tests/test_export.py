@@ -451,3 +451,72 @@ def test_cli_exports_a_run_folder(run_folder, tmp_path, rng, capsys):
     assert cli.main([*command[2:], "--version", "5"]) == 1
     assert "5 exists: versions are never overwritten" in capsys.readouterr().err
     assert sorted(os.listdir(base)) == ["4", "5"]
+
+
+def test_cli_refuses_bad_paths_and_budgets_before_loading(run_folder, tmp_path, capsys):
+    cli = load_script(REPO_ROOT / "serving" / "export.py")
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    junk = tmp_path / "junk.keras"
+    junk.write_text("junk")
+    base = str(tmp_path / "models")
+    for arguments, message in [
+        (["--checkpoint", str(run_folder), "--model-base-path", str(a_file)],
+         "the model base path is a file, not a folder"),
+        (["--checkpoint", str(run_folder), "--model-base-path", base, "--max-pixels", str(2**63)],
+         r"max_pixels must be an integer in [1, 2**63 - 1]"),
+        (["--checkpoint", str(junk), "--model-base-path", base],
+         "not a .keras file (a .keras file is a zip archive)"),
+    ]:  # fmt: skip
+        assert cli.main(arguments) == 1
+        error = capsys.readouterr().err
+        assert message in error and "Traceback" not in error, error
+    assert not os.path.exists(base)
+
+
+def test_exporters_sharing_a_pid_never_mix_their_folders(tmp_path):
+    import threading
+
+    from fcn_tf.export.versions import publish_version
+
+    base = str(tmp_path / "models")
+    started = threading.Barrier(2)
+
+    def writer(mark):
+        def write(folder):
+            started.wait(10)  # both temporary folders exist at once
+            for name in ("saved_model.pb", "variables"):
+                with open(os.path.join(folder, name), "w") as file:
+                    file.write(mark)
+
+        return write
+
+    done = {}
+    threads = [
+        threading.Thread(target=lambda m=m: done.setdefault(m, publish_version(base, writer(m))))
+        for m in ("A", "B")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(os.path.basename(folder) for folder in done.values()) == ["1", "2"]
+    for mark, folder in done.items():  # each version holds one exporter's files only
+        assert {open(os.path.join(folder, n)).read() for n in os.listdir(folder)} == {mark}
+    assert sorted(os.listdir(base)) == ["1", "2"]
+
+
+def test_a_subclassed_segmenter_exports(tmp_path, rng):
+    class Scores(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.score = keras.layers.Conv2D(3, 1)
+
+        def call(self, images):
+            return self.score(images)
+
+    model = Scores()
+    images = rgb(rng, 5, 7, batch=1)
+    folder = export_saved_model(model, str(tmp_path / "models"))
+    out = tf.saved_model.load(folder).signatures[constants.SERVING_DEFAULT](images=images)
+    np.testing.assert_array_equal(out[constants.OUTPUT_CLASS_IDS], keras_class_ids(model, images))

@@ -198,3 +198,13 @@ def test_a_budget_under_the_warm_up_image_still_loads_and_serves(model, tmp_path
     image = rng.integers(0, 256, (1, 20, 25, 3), dtype=np.uint8)
     out = servable.signatures[constants.SERVING_DEFAULT].run({constants.INPUT_IMAGES: image})
     np.testing.assert_array_equal(out[constants.OUTPUT_CLASS_IDS][0], class_ids(model, image[0]))
+
+
+def test_a_batch_padding_beyond_the_budget_is_refused(signatures, rng):
+    # Each within the 4096-pixel budget; padded together, 2 x 4000 x 4000 class ids.
+    wide = pil_png(rng.integers(0, 256, (1, 4000, 3), dtype=np.uint8))
+    tall = pil_png(rng.integers(0, 256, (4000, 1, 3), dtype=np.uint8))
+    for one in (wide, tall):
+        assert predict_bytes(signatures, one)[1].tolist() in ([[1, 4000]], [[4000, 1]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pads to the largest height"):
+        predict_bytes(signatures, wide, tall)

@@ -27,8 +27,9 @@ from typing import Any
 import keras
 
 from fcn_tf.export import constants
-from fcn_tf.export.saved_model import export_saved_model
-from fcn_tf.export.versions import check_free
+from fcn_tf.export.saved_model import check_max_pixels, export_saved_model
+from fcn_tf.export.signatures import num_classes_of
+from fcn_tf.export.versions import check_base_path, check_free
 from fcn_tf.training import runs
 from fcn_tf.training.loop import load_model
 from fcn_tf.training.runs import run_folder_of
@@ -120,11 +121,14 @@ def export_checkpoint(
     >>> os.path.basename(folder), described["class_names"], described["source"] == path
     ('3', ['class_0', 'class_1'], True)
     """
+    # Before the minutes a large model may take to load.
+    check_max_pixels(max_pixels)
+    check_base_path(model_base_path)
     if version is not None:
-        check_free(model_base_path, version)  # before the minutes a large model may load in
+        check_free(model_base_path, version)
     model = load_model_for_export(checkpoint)
     names = run_class_names(checkpoint)
-    if names is not None and len(names) != model.outputs[0].shape[-1]:
+    if names is not None and len(names) != num_classes_of(model):
         names = None  # the run's data describe another head (an --init-from source)
     described: dict[str, Any] = {"source": os.path.abspath(checkpoint)}
     folder = run_folder_of(checkpoint)

@@ -4,7 +4,8 @@ A request's bytes are untrusted: a 0.4 MB PNG can decode to 1.2 GB. So each imag
 read first (PNG: the IHDR chunk, parsed here from the bytes; JPEG:
 ``tf.io.extract_jpeg_shape``, which reads the markers only) and the image is refused with
 ``INVALID_ARGUMENT`` when its height x width exceeds the pixel budget, before any pixel is
-decoded. Errors from these checks name the image's index in the request.
+decoded. Errors from these checks name the image's index in the request, except a JPEG
+header too broken for ``extract_jpeg_shape``, whose own message does not.
 
 What decodes, all to 8-bit RGB:
 

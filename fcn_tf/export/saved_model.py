@@ -176,6 +176,19 @@ def _check_segmenter(model: keras.Model) -> None:
         )
 
 
+def check_max_pixels(max_pixels: int) -> None:
+    """Refuse a pixel budget the graph's int64 arithmetic cannot hold.
+
+    >>> check_max_pixels(2**63)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_pixels must be an integer in [1, 2**63 - 1], got 9223372036854775808
+    """
+    valid = isinstance(max_pixels, int) and not isinstance(max_pixels, bool)
+    if not valid or not 1 <= max_pixels <= 2**63 - 1:
+        raise ValueError(f"max_pixels must be an integer in [1, 2**63 - 1], got {max_pixels!r}")
+
+
 def export_saved_model(
     model: keras.Model,
     model_base_path: str,
@@ -223,8 +236,7 @@ def export_saved_model(
         raise ValueError(
             f"SavedModel export needs Keras' tensorflow backend, not {keras.backend.backend()!r}"
         )
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    check_max_pixels(max_pixels)
     _check_segmenter(model)
     names = _class_names(model, class_names)
     servable = _Servable(model, _signatures(model, probabilities, max_pixels))

@@ -42,7 +42,8 @@ def num_classes_of(model: keras.Model) -> int:
     >>> num_classes_of(keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(7, 1)]))
     7
     """
-    classes = model.outputs[0].shape[-1]
+    outputs = getattr(model, "outputs", None)  # a subclassed model has none: run it once
+    classes = outputs[0].shape[-1] if outputs else model(tf.zeros((1, 32, 32, 3))).shape[-1]
     if classes is None:
         raise ValueError(f"model {model.name!r}: its output's last axis (the classes) is unknown")
     return int(classes)
@@ -143,6 +144,16 @@ def image_bytes_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor],
             fn_output_signature=tf.TensorSpec([2], tf.int32),
         )
         largest = tf.reduce_max(tf.concat([sizes, tf.zeros([1, 2], tf.int32)], 0), axis=0)
+        # Every image is padded to the largest height and width: a wide and a tall image,
+        # each within the limit, would otherwise ask for far more than it.
+        padded_pixels = tf.cast(largest[0], tf.int64) * tf.cast(largest[1], tf.int64)
+        fits = tf.debugging.assert_less_equal(
+            padded_pixels,
+            tf.constant(max_pixels, tf.int64),
+            message=f"{constants.INPUT_IMAGE_BYTES}: the batch pads to the largest height x "
+            f"largest width, which exceeds the limit of {max_pixels} pixels; send images of "
+            "such different shapes in separate requests",
+        )
 
         def one(item: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
             contents, index, size = item
@@ -161,7 +172,7 @@ def image_bytes_fn(model: keras.Model, max_pixels: int) -> Callable[[tf.Tensor],
                 parallel_iterations=1,
             )
 
-        with tf.control_dependencies([sizes]):
+        with tf.control_dependencies([sizes, fits]):
             # Stacking no elements of unknown shape fails: an empty request has its own branch.
             padded = tf.cond(tf.size(image_bytes) > 0, run_all, lambda: tf.zeros([0, 0, 0], dtype))
         return {constants.OUTPUT_CLASS_IDS: padded, constants.OUTPUT_IMAGE_SIZE: sizes}

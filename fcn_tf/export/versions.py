@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 
 __all__ = [
@@ -95,6 +96,20 @@ def next_version(model_base_path: str) -> int:
     return found[-1] + 1 if found else 1
 
 
+def check_base_path(model_base_path: str) -> None:
+    """Refuse a ``model_base_path`` that exists but is not a folder (checked before a model
+    is loaded, not when its version is written).
+
+    >>> import tempfile
+    >>> check_base_path(tempfile.mkstemp()[1])
+    Traceback (most recent call last):
+    ...
+    NotADirectoryError: ...: the model base path is a file, not a folder
+    """
+    if os.path.exists(model_base_path) and not os.path.isdir(model_base_path):
+        raise NotADirectoryError(f"{model_base_path}: the model base path is a file, not a folder")
+
+
 def check_free(model_base_path: str, version: int) -> int:
     """``version`` if it is a valid number not yet used under ``model_base_path``.
 
@@ -112,6 +127,7 @@ def check_free(model_base_path: str, version: int) -> int:
     ...
     FileExistsError: .../2 exists: versions are never overwritten
     """
+    check_base_path(model_base_path)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"version must be a non-negative integer, got {version!r}")
     final = os.path.join(model_base_path, str(version))
@@ -126,9 +142,9 @@ def check_free(model_base_path: str, version: int) -> int:
 def _temporary_folder(model_base_path: str, label: int | str) -> Iterator[str]:
     """A fresh folder inside ``model_base_path`` with a name TF Serving ignores; removed on
     exit unless it was renamed away."""
-    temporary = os.path.join(model_base_path, f".tmp-{label}-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)  # left by a killed exporter with our pid
-    os.mkdir(temporary)
+    # A name of its own, even for exporters that share a pid (threads; containers, all pid 1,
+    # on one volume): a shared name let one exporter delete and mix into another's folder.
+    temporary = tempfile.mkdtemp(prefix=f".tmp-{label}-{os.getpid()}-", dir=model_base_path)
     try:
         yield temporary
     finally:
@@ -176,6 +192,7 @@ def publish_version(
     >>> os.path.basename(folder), sorted(os.listdir(base))
     ('1', ['1'])
     """
+    check_base_path(model_base_path)
     os.makedirs(model_base_path, exist_ok=True)
     explicit = version is not None
     if explicit:

@@ -44,6 +44,7 @@ import os
 import shutil
 import time
 import warnings
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -236,6 +237,8 @@ def load_model(path: str) -> keras.Model:
     if path.endswith(".keras"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such .keras file")
+        if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+            raise ValueError(f"{path}: not a .keras file (a .keras file is a zip archive)")
         return keras.models.load_model(path, compile=False)
     prefix = runs.find_checkpoint(path)
     folder = runs.run_folder_of(prefix)
