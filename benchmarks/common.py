@@ -32,6 +32,26 @@ def emit(report: dict, json_path: str | None) -> None:
         progress(f"wrote {json_path}")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (sizes, counts, repeats)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def json_path(text: str) -> str:
+    """An argparse type: a file to write the report to, in a folder that exists (checked
+    before the run, not after minutes of it)."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text) or not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{text}: not a file in an existing folder")
+    return text
+
+
 def progress(message: str) -> None:
     """A progress line on stderr (stdout carries the results)."""
     print(message, file=sys.stderr, flush=True)
@@ -183,11 +203,11 @@ def add_timing_arguments(
 ) -> None:
     """The options every benchmark shares: repeats, warm-up, matmul, threads, quiet wait, JSON."""
     parser.add_argument(
-        "--repeats", type=int, default=repeats, help=f"timed {unit}s per configuration"
+        "--repeats", type=positive_int, default=repeats, help=f"timed {unit}s per configuration"
     )
     parser.add_argument("--warmup", type=int, default=warmup, help=warmup_help)
-    parser.add_argument("--matmul-size", type=int, default=4096)
-    parser.add_argument("--matmul-repeats", type=int, default=10)
+    parser.add_argument("--matmul-size", type=positive_int, default=4096)
+    parser.add_argument("--matmul-repeats", type=positive_int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: all)")
     parser.add_argument(
         "--quiet-wait",
@@ -197,4 +217,6 @@ def add_timing_arguments(
         help="per configuration, wait up to S seconds in all for other processes to go idle "
         f"before each timed {unit} (0: never wait)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the JSON report here")
+    parser.add_argument(
+        "--json", type=json_path, metavar="PATH", help="also write the JSON report here"
+    )

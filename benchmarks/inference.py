@@ -40,6 +40,7 @@ from common import (
     machine_info,
     matmul_rate,
     measure_matmul,
+    positive_int,
     progress,
     timed,
 )
@@ -56,7 +57,9 @@ GOAL = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 500], help="square sizes")
+    parser.add_argument(
+        "--sizes", type=positive_int, nargs="+", default=[224, 500], help="square sizes"
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument(
         "--backbones",
@@ -216,6 +219,11 @@ def measure_all(tf, keras, args: argparse.Namespace, began: float) -> list[dict]
         for geometry in args.geometries
         if geometry in get_backbone(backbone).geometries
     ]
+    if not plans:
+        raise SystemExit(
+            f"benchmarks/inference.py: error: no backbone of {args.backbones} takes the "
+            f"geometries {args.geometries} (Keras applications take 'same' only)"
+        )
     total = len(plans) * len(args.sizes) * len(args.jit)
     raw = []
     for backbone, variant, geometry in plans:

@@ -37,7 +37,7 @@ import numpy as np
 
 # Run as a script or imported from elsewhere: the shared helpers sit beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, progress
+from common import emit, json_path, positive_int, progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAMVID = os.path.join(ROOT, "..", "shared", "datasets", "camvid")
@@ -49,20 +49,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--camvid", default=CAMVID, help="CamVid folder (SegNet layout)")
     parser.add_argument("--synthetic", action="store_true", help="never read CamVid")
-    parser.add_argument("--records", type=int, default=96, help="records written")
-    parser.add_argument("--shards", type=int, default=4, help="TFRecord files written")
+    parser.add_argument("--records", type=positive_int, default=96, help="records written")
+    parser.add_argument("--shards", type=positive_int, default=4, help="TFRecord files written")
     parser.add_argument("--modes", nargs="+", choices=["whole", "crop"], default=["whole", "crop"])
-    parser.add_argument("--crop", type=int, default=320, help="crop size of the crop mode")
-    parser.add_argument("--batch", type=int, default=4, help="batch size of the crop mode")
+    parser.add_argument("--crop", type=positive_int, default=320, help="crop size of the crop mode")
+    parser.add_argument("--batch", type=positive_int, default=4, help="batch size of the crop mode")
     parser.add_argument("--jitter", action="store_true", help="add colour jitter")
-    parser.add_argument("--images", type=int, default=384, help="images timed per pipeline")
+    parser.add_argument(
+        "--images", type=positive_int, default=384, help="images timed per pipeline"
+    )
     parser.add_argument(
         "--backbones",
         nargs="*",
         choices=["mobilenet_v2", "vgg16", "resnet50"],
         default=["mobilenet_v2", "vgg16"],
     )
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps (at most)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=3, help="timed training steps (at most)"
+    )
     parser.add_argument(
         "--step-budget",
         type=float,
@@ -71,18 +75,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stop timing a configuration's steps once they took S seconds (at least one step)",
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps (the first traces)")
-    parser.add_argument("--json", metavar="PATH", help="also write the JSON report here")
+    parser.add_argument(
+        "--json", type=json_path, metavar="PATH", help="also write the JSON report here"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: few images and steps")
     # For tests: small images and a thin network, so that a run takes seconds.
-    parser.add_argument("--size", type=int, nargs=2, default=[360, 480], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--size", type=positive_int, nargs=2, default=[360, 480], help=argparse.SUPPRESS
+    )
     parser.add_argument("--width", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--fc-units", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.records, args.shards, args.images = min(args.records, 16), 2, min(args.images, 32)
-        args.steps, args.warmup = min(args.steps, 2), 1
+        args.records, args.images = min(args.records, 16), min(args.images, 32)
+        args.shards, args.steps, args.warmup = (
+            min(args.shards, 2),
+            min(args.steps, 2),
+            min(args.warmup, 1),
+        )
+        args.shards = min(args.shards, args.records)
         if args.backbones == ["mobilenet_v2", "vgg16"]:
             args.backbones = ["mobilenet_v2"]
+    if args.camvid != CAMVID and not args.synthetic and not camvid_pairs(args.camvid):
+        parser.error(f"--camvid {args.camvid}: no train/*.png there (SegNet's CamVid layout)")
     return args
 
 

@@ -47,7 +47,15 @@ import numpy as np
 
 # Run as a script or imported from elsewhere: the shared helpers sit beside this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BUSY, BackgroundLoad, emit, machine_info, progress
+from common import (
+    BUSY,
+    BackgroundLoad,
+    emit,
+    json_path,
+    machine_info,
+    positive_int,
+    progress,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOAL = {"size": 500, "max_ratio": 1.15}
@@ -56,9 +64,13 @@ MODES = ("in-process", "grpc")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 500], help="square sizes")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--requests", type=int, default=8, help="timed requests per config")
+    parser.add_argument(
+        "--sizes", type=positive_int, nargs="+", default=[224, 500], help="square sizes"
+    )
+    parser.add_argument("--concurrency", type=positive_int, nargs="+", default=[1, 2, 4])
+    parser.add_argument(
+        "--requests", type=positive_int, default=8, help="timed requests per config"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed requests per thread")
     parser.add_argument("--model-base-path", help="serve this export instead of a new one")
     parser.add_argument(
@@ -72,7 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="per configuration, wait up to S s for other processes to go idle (0: never)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: thin model, small")
-    parser.add_argument("--json", metavar="PATH", help="also write the JSON report here")
+    parser.add_argument(
+        "--json", type=json_path, metavar="PATH", help="also write the JSON report here"
+    )
     parser.add_argument("--width", type=float, default=1.0, help="VGG16 channel multiplier")
     parser.add_argument("--fc-units", type=int, default=4096, help="fc6/fc7 channels")
     args = parser.parse_args(argv)
@@ -130,7 +144,8 @@ def export_model(args, base: str) -> str:
 
 
 def describe_model(args) -> str:
-    width = "" if args.width == 1 else f", width {args.width:g}, fc {args.fc_units}"
+    full = args.width == 1 and args.fc_units == 4096
+    width = "" if full else f", width {args.width:g}, fc {args.fc_units}"
     return f"FCN-8s VGG16 caffe, 21 classes{width}"
 
 

@@ -67,6 +67,7 @@ from common import (
     machine_info,
     matmul_rate,
     measure_matmul,
+    positive_int,
     progress,
     timed,
 )
@@ -108,11 +109,13 @@ class Plan:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
-    parser.add_argument("--size", type=int, default=500, help="square image size of 'paper'")
+    parser.add_argument(
+        "--size", type=positive_int, default=500, help="square image size of 'paper'"
+    )
     parser.add_argument("--recipe", default=RECIPE, help="recipe YAML of 'recipe'")
     parser.add_argument(
         "--recipe-size",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("H", "W"),
         help="input of 'recipe' (default: its crop, else CamVid's 360 480; --quick: at most "
@@ -134,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.repeats, args.warmup = min(args.repeats, 2), min(args.warmup, 1)
         args.matmul_size, args.matmul_repeats = min(args.matmul_size, 512), 3
         args.quiet_wait = min(args.quiet_wait, 1.0)
-    if args.recipe != RECIPE and "recipe" in args.configs and not os.path.exists(args.recipe):
+    if args.recipe != RECIPE and "recipe" in args.configs and not os.path.isfile(args.recipe):
         parser.error(f"--recipe {args.recipe}: no such file")
     return args
 
