@@ -340,9 +340,11 @@ CHUNKED = b"POST /v1/models/fcn:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding
 @pytest.mark.parametrize(
     "body, message",
     [
-        (b"-1\r\n" + b"x" * 100_000, "bad chunk size line"),  # was read to the end of input
-        (b"0x3\r\nabc\r\n0\r\n\r\n", "bad chunk size line"),
-        (b"3\r\n[1]]]\r\n0\r\n\r\n", "not followed by CRLF"),  # a wrong size
+        # Each request ends where the server stops reading: bytes left unread when it closes
+        # would make the kernel reset the connection, which may cost the client the reply.
+        (b"-1\r\n", "bad chunk size line"),  # was read until the client hung up
+        (b"0x3\r\n", "bad chunk size line"),
+        (b"3\r\n[1]]\r\n", "not followed by CRLF"),  # a wrong size: 4 bytes came
     ],
 )
 def test_malformed_chunked_bodies_are_refused_at_once(server, body, message):
