@@ -184,8 +184,7 @@ class ConfusionMatrix(keras.metrics.Metric):
         predictions = ops.convert_to_tensor(y_pred)
         same_rank = len(labels.shape) == len(predictions.shape)
         # One class: [B,H,W,1] float predictions are its scores, not class ids.
-        floating = "float" in keras.backend.standardize_dtype(predictions.dtype)
-        scores_of_one = num_classes == 1 and floating
+        scores_of_one = num_classes == 1 and keras.backend.is_float_dtype(predictions.dtype)
         if same_rank and labels.shape[-1] == 1 and (predictions.shape[-1] != 1 or scores_of_one):
             labels = ops.squeeze(labels, axis=-1)  # [B,H,W,1] labels with [B,H,W,C] scores
         if len(predictions.shape) == len(labels.shape) + 1:

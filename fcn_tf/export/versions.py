@@ -127,7 +127,6 @@ def check_free(model_base_path: str, version: int) -> int:
     ...
     FileExistsError: .../2 exists: versions are never overwritten
     """
-    check_base_path(model_base_path)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"version must be a non-negative integer, got {version!r}")
     final = os.path.join(model_base_path, str(version))
