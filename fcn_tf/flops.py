@@ -19,6 +19,8 @@ graph for comparison. The two agree exactly on ``Conv2D``, ``MatMul``, pooling a
 ops (TF counts no ReLU either); TF estimates ``Conv2DBackpropInput`` (a transposed convolution)
 as ``2 * output_elements * kh * kw * C_in / stride**2``, which exceeds the true MAC count by
 ``(output_size / (stride * input_size))**2``: a few percent on large maps, more on tiny ones.
+A :class:`~fcn_tf.models.layers.FixedConv2DTranspose` runs as a sub-pixel ``Conv2D`` over
+its input padded by ``kernel / stride - 1`` cells, which TF counts on the padded size.
 
 >>> model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3)])
 >>> count_flops(model, (10, 10, 3))   # 8x8 outputs x 4 channels x 27 taps x 2

@@ -10,6 +10,9 @@ Sapphire Rapids, TF 2.21 with oneDNN; see :func:`default_jit_compile`): XLA runs
 every call (537 MB for VGG16, 411 MB of it fc6); it runs MobileNetV2 FCNs 2.4-6.5x slower
 (depthwise convolutions) and ResNet50 FCNs no faster. With the oneDNN weight cache on
 (``TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1``), oneDNN beats XLA everywhere measured, VGG16 included.
+On a 2-core AMD EPYC the two paths tie for VGG16 at 500x500 (XLA/oneDNN latency 0.94-1.02);
+there XLA had been 1.3-1.55x slower for FCN-8s and FCN-32s until the fixed final upsampler
+became a sub-pixel convolution (:class:`fcn_tf.models.layers.FixedConv2DTranspose`).
 
 XLA's other cost: it compiles one executable per concrete input shape. The trace is shared,
 but every new ``(B, H, W)`` pays a compilation (0.3-0.5 s for full-width VGG16 FCNs on 2

@@ -20,6 +20,7 @@ from fcn_tf import inference
 from fcn_tf.flops import count_flops, layer_flops, tf_profiler_flops
 from fcn_tf.inference import Predictor, predict_classes
 from fcn_tf.models import Preprocess, build_fcn
+from fcn_tf.models.layers import FixedConv2DTranspose
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"width": 1 / 32, "fc_units": 8}
@@ -140,8 +141,17 @@ def test_flop_counter_agrees_with_tensorflows_profiler(geometry):
     def ours(kind, field="flops"):
         return sum(getattr(r, field) for r in of(kind))
 
+    # The fixed upsampler runs as one convolution over its input padded by m - 1 cells, m
+    # taps per kernel row and column and stride x stride as many output channels.
+    (fixed,) = of(FixedConv2DTranspose)
+    layer = model.get_layer(fixed.name)
+    (kh, kw, c_out, c_in), (sh, sw) = layer.kernel.shape, layer.strides
+    (_, out_h, out_w, _), m = fixed.output_shape, (kh // sh, kw // sw)
+    h, w = (out_h - kh) // sh + 1, (out_w - kw) // sw + 1
+    subpixel = 2 * (h + m[0] - 1) * (w + m[1] - 1) * m[0] * m[1] * c_in * sh * sw * c_out
+    assert subpixel == fixed.flops * (h + m[0] - 1) * (w + m[1] - 1) // (h * w)
     # Same formulas: exact.
-    assert profiled["Conv2D"] == ours(keras.layers.Conv2D)
+    assert profiled["Conv2D"] == ours(keras.layers.Conv2D) + subpixel
     assert profiled["BiasAdd"] == ours(keras.layers.Conv2D, "elementwise")
     assert profiled["MaxPool"] == ours(keras.layers.MaxPooling2D, "elementwise")
     assert profiled["AddV2"] == ours(keras.layers.Add, "elementwise")
@@ -149,12 +159,15 @@ def test_flop_counter_agrees_with_tensorflows_profiler(geometry):
     # TF estimates a transposed convolution from its output size (see fcn_tf.flops).
     estimate = 0
     for row in of(keras.layers.Conv2DTranspose):
+        if row is fixed:
+            continue
         layer = model.get_layer(row.name)
         kh, kw, _, c_in = layer.kernel.shape
         estimate += 2 * math.prod(row.output_shape) * kh * kw * c_in // layer.strides[0] ** 2
     assert len(of(keras.layers.Conv2DTranspose)) == 3
     assert profiled["Conv2DBackpropInput"] == estimate
-    assert sum(profiled.values()) == pytest.approx(count_flops(model, shape, True), rel=0.02)
+    analytic = count_flops(model, shape, True) + subpixel - fixed.flops
+    assert sum(profiled.values()) == pytest.approx(analytic, rel=0.02)
 
 
 def test_flop_counter_by_hand_and_batch_scaling():

@@ -11,7 +11,13 @@ from keras import ops
 
 from fcn_tf.models.geometry import CoordMap
 
-__all__ = ["Crop", "FixedConv2DTranspose", "PadToMultiple", "Preprocess"]
+__all__ = [
+    "Crop",
+    "FixedConv2DTranspose",
+    "PadToMultiple",
+    "Preprocess",
+    "subpixel_conv_transpose",
+]
 
 
 @keras.saving.register_keras_serializable(package="fcn_tf")
@@ -144,17 +150,61 @@ class PadToMultiple(keras.layers.Layer):
         return {**super().get_config(), "multiple": self.multiple}
 
 
+def subpixel_conv_transpose(inputs: Any, kernel: Any, strides: Sequence[int]) -> Any:
+    """``ops.conv_transpose(inputs, kernel, strides)`` (valid padding) as a sub-pixel convolution.
+
+    Output pixel ``s a + r`` of a stride-``s`` transposed convolution only meets the kernel taps
+    ``r, r + s, ...``: one ordinary convolution with ``s x s`` times the output channels (the
+    taps regrouped by ``r``) over the zero-padded input computes every residue at once, and a
+    depth-to-space reshuffle interleaves them. Same MACs, but XLA lowers a strided transposed
+    convolution as a convolution over the input dilated with ``s - 1`` zeros, ``s x s`` times
+    the work (a 64x64 stride-32 upsampler of 21 channels: 731 ms against 14 ms on 2 CPU cores).
+    ``inputs`` is ``[B, H, W, C_in]``, ``kernel`` ``[kh, kw, C_out, C_in]`` as Keras stores it.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype("float32")
+    >>> kernel = np.random.default_rng(1).normal(size=(5, 6, 4, 3)).astype("float32")
+    >>> y = subpixel_conv_transpose(x, kernel, (2, 4))
+    >>> tuple(y.shape)
+    (2, 13, 30, 4)
+    >>> bool(np.allclose(y, ops.conv_transpose(x, kernel, (2, 4)), atol=1e-5))
+    True
+    """
+    (sh, sw), (kh, kw, c_out, c_in) = strides, kernel.shape
+    mh, mw = -(-kh // sh), -(-kw // sw)  # taps per residue, the kernel padded to a multiple
+    taps = ops.pad(kernel, [[0, mh * sh - kh], [0, mw * sw - kw], [0, 0], [0, 0]])
+    taps = ops.reshape(taps, (mh, sh, mw, sw, c_out, c_in))
+    # Tap j of residue r weighs input cell a - j: a correlation with the taps reversed.
+    taps = ops.flip(taps, axis=(0, 2))
+    taps = ops.transpose(taps, (0, 2, 5, 1, 3, 4))
+    taps = ops.reshape(taps, (mh, mw, c_in, sh * sw * c_out))
+    padded = ops.pad(inputs, [[0, 0], [mh - 1, mh - 1], [mw - 1, mw - 1], [0, 0]])
+    cells = ops.conv(padded, taps, padding="valid")
+    batch, rows, cols = ops.shape(cells)[:3]
+    cells = ops.reshape(cells, (batch, rows, cols, sh, sw, c_out))
+    outputs = ops.reshape(
+        ops.transpose(cells, (0, 1, 3, 2, 4, 5)), (batch, rows * sh, cols * sw, c_out)
+    )
+    # A kernel padded to a multiple of the stride adds outputs past the true end.
+    extra_h, extra_w = mh * sh - kh, mw * sw - kw
+    return outputs[:, : rows * sh - extra_h, : cols * sw - extra_w]
+
+
 @keras.saving.register_keras_serializable(package="fcn_tf")
 class FixedConv2DTranspose(keras.layers.Conv2DTranspose):
     """A ``Conv2DTranspose`` that never trains, as Caffe's ``lr_mult: 0``.
 
     Unlike ``trainable=False`` on a plain layer, ``model.trainable = True`` (the usual unfreeze
-    after training a head) does not make it trainable again.
+    after training a head) does not make it trainable again. With valid padding (the FCN
+    upsamplers') it computes through :func:`subpixel_conv_transpose`: the same outputs for
+    any kernel, and no slow path under XLA.
 
     >>> layer = FixedConv2DTranspose(2, 4, strides=2, use_bias=False)
     >>> layer.trainable = True
     >>> layer.trainable
     False
+    >>> tuple(layer(ops.ones((1, 3, 5, 2))).shape)
+    (1, 8, 12, 2)
     """
 
     def __init__(self, *args, **kwargs):
@@ -168,3 +218,17 @@ class FixedConv2DTranspose(keras.layers.Conv2DTranspose):
     @trainable.setter
     def trainable(self, value: bool) -> None:
         keras.layers.Layer.trainable.fset(self, False)
+
+    def call(self, inputs: Any) -> Any:
+        plain = (
+            self.padding == "valid"
+            and self.output_padding is None
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.data_format == "channels_last"
+        )
+        if not plain:
+            return super().call(inputs)
+        outputs = subpixel_conv_transpose(inputs, self.kernel, self.strides)
+        if self.use_bias:
+            outputs = ops.add(outputs, self.bias)
+        return outputs if self.activation is None else self.activation(outputs)
