@@ -181,6 +181,7 @@ def subpixel_conv_transpose(inputs: Any, kernel: Any, strides: Sequence[int]) ->
     padded = ops.pad(inputs, [[0, 0], [mh - 1, mh - 1], [mw - 1, mw - 1], [0, 0]])
     cells = ops.conv(padded, taps, padding="valid")
     batch, rows, cols = ops.shape(cells)[:3]
+    # Depth-to-space by hand: ops.depth_to_space takes square blocks only, and was no faster.
     cells = ops.reshape(cells, (batch, rows, cols, sh, sw, c_out))
     outputs = ops.reshape(
         ops.transpose(cells, (0, 1, 3, 2, 4, 5)), (batch, rows * sh, cols * sw, c_out)
