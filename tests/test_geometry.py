@@ -10,6 +10,7 @@ from helpers import randomize
 
 from fcn_tf.models import build_fcn
 from fcn_tf.models.geometry import CoordMap, crop_offset, trace
+from fcn_tf.models.layers import FixedConv2DTranspose
 
 # The reference nets' crop offsets (voc-fcn32s/16s/8s net.py) and upsampling kernels.
 REFERENCE = {
@@ -154,3 +155,19 @@ def test_unknown_geometry_raises_instead_of_misaligning():
     inner = keras.Sequential([keras.layers.Conv2D(3, 3, strides=2)])
     with pytest.raises(ValueError, match="no coordinate map"):
         trace(inner(x))
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        (keras.layers.Conv2DTranspose(3, (4, 6), strides=2), "anisotropic kernel or stride"),
+        (keras.layers.Conv2DTranspose(3, 4, strides=(2, 3)), "anisotropic kernel or stride"),
+        (FixedConv2DTranspose(3, 4, strides=(2, 4)), "anisotropic kernel or stride"),
+        (keras.layers.Cropping2D(((1, 0), (3, 0))), "anisotropic cropping"),
+    ],
+)
+def test_anisotropic_upsampling_or_cropping_raises(layer, message):
+    """One map serves both axes: a layer that moves rows and columns apart cannot be traced."""
+    x = keras.Input((None, None, 3))
+    with pytest.raises(ValueError, match=message):
+        trace(layer(x))

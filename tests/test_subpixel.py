@@ -31,6 +31,12 @@ def kernel_and_input(case, c_in=3, c_out=4, batch=2):
     return x, kernel
 
 
+def keras_length(n, k, s):
+    """Keras' valid transposed-convolution length: a kernel smaller than the stride still
+    steps a whole stride per input cell."""
+    return (n - 1) * s + max(k, s)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_equals_tensorflows_transposed_convolution(case):
     x, kernel = kernel_and_input(case)
@@ -40,8 +46,8 @@ def test_equals_tensorflows_transposed_convolution(case):
         kernel,
         output_shape=[
             x.shape[0],
-            (x.shape[1] - 1) * strides[0] + kernel.shape[0],
-            (x.shape[2] - 1) * strides[1] + kernel.shape[1],
+            keras_length(x.shape[1], kernel.shape[0], strides[0]),
+            keras_length(x.shape[2], kernel.shape[1], strides[1]),
             kernel.shape[2],
         ],
         strides=strides,
@@ -52,10 +58,19 @@ def test_equals_tensorflows_transposed_convolution(case):
     np.testing.assert_allclose(got, expected, atol=1e-5 * float(np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_equals_keras_conv_transpose_in_shape_and_value(case):
+    x, kernel = kernel_and_input(case)
+    expected = ops.conv_transpose(x, kernel, case[4:], padding="valid")
+    got = subpixel_conv_transpose(x, kernel, case[4:])
+    assert tuple(got.shape) == tuple(expected.shape)
+    np.testing.assert_allclose(got, expected, atol=1e-5 * float(ops.max(ops.abs(expected))))
+
+
 def brute_force(x, kernel, strides):
     """The definition, one input cell at a time: each scatters the whole kernel."""
     (b, h, w, _), (kh, kw, c_out, _) = x.shape, kernel.shape
-    out = np.zeros((b, (h - 1) * strides[0] + kh, (w - 1) * strides[1] + kw, c_out))
+    out = np.zeros((b, keras_length(h, kh, strides[0]), keras_length(w, kw, strides[1]), c_out))
     for p in range(h):
         for q in range(w):
             rows = slice(p * strides[0], p * strides[0] + kh)
@@ -68,7 +83,13 @@ def brute_force(x, kernel, strides):
 def test_equals_a_brute_force_scatter(case):
     x, kernel = kernel_and_input(case, batch=1)
     got = subpixel_conv_transpose(x, kernel, case[4:])
+    assert tuple(got.shape) == brute_force(x, kernel, case[4:]).shape
     np.testing.assert_allclose(got, brute_force(x, kernel, case[4:]), atol=1e-4)
+
+
+def test_empty_batch_keeps_the_output_shape():
+    x, kernel = kernel_and_input((3, 3, 4, 4, 2, 2), batch=0)
+    assert tuple(subpixel_conv_transpose(x, kernel, (2, 2)).shape) == (0, 8, 8, 4)
 
 
 def test_layer_equals_keras_conv2d_transpose_with_bias_and_activation():
@@ -83,18 +104,64 @@ def test_layer_equals_keras_conv2d_transpose_with_bias_and_activation():
     np.testing.assert_allclose(fixed(x), plain(x), atol=1e-5)
 
 
+@pytest.fixture
+def subpixel_calls(monkeypatch):
+    """Counts the layer's calls of the sub-pixel path (its fallback computes the same values)."""
+    from fcn_tf.models import layers
+
+    calls = []
+
+    def spy(*args):
+        calls.append(args[2])
+        return subpixel_conv_transpose(*args)
+
+    monkeypatch.setattr(layers, "subpixel_conv_transpose", spy)
+    return calls
+
+
+def test_valid_padding_takes_the_subpixel_path(subpixel_calls):
+    x, _ = kernel_and_input((5, 6, 3, 3, 4, 4))
+    layer = FixedConv2DTranspose(4, 3, strides=4)
+    assert tuple(layer(x).shape) == tuple(layer.compute_output_shape(x.shape)) == (2, 20, 24, 4)
+    assert subpixel_calls == [(4, 4)]
+
+
 @pytest.mark.parametrize(
-    "options", [{"padding": "same"}, {"output_padding": 1}, {"dilation_rate": 2, "strides": 1}]
+    "options",
+    [
+        {"padding": "same"},
+        {"output_padding": 1},
+        {"dilation_rate": 2, "strides": 1},
+        {"data_format": "channels_first"},
+    ],
 )
-def test_other_configurations_take_keras_own_path(options):
+def test_other_configurations_take_keras_own_path(options, subpixel_calls):
     x, _ = kernel_and_input((5, 6, 4, 4, 2, 2))
     options = {"strides": 2, **options}
     plain = keras.layers.Conv2DTranspose(4, 4, **options)
     fixed = FixedConv2DTranspose(4, 4, **options)
-    plain.build(x.shape)
-    fixed.build(x.shape)
+    shape = (2, 3, 5, 6) if "data_format" in options else x.shape
+    x = x.reshape(shape)
+    plain.build(shape)
+    fixed.build(shape)
     fixed.set_weights(plain.get_weights())
     np.testing.assert_allclose(fixed(x), plain(x), atol=1e-5)
+    assert subpixel_calls == []
+
+
+def test_channels_last_layer_under_a_channels_first_default():
+    x, _ = kernel_and_input((5, 6, 4, 4, 2, 2))
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        plain = keras.layers.Conv2DTranspose(4, 4, strides=2, data_format="channels_last")
+        fixed = FixedConv2DTranspose(4, 4, strides=2, data_format="channels_last")
+        plain.build(x.shape)
+        fixed.build(x.shape)
+        fixed.set_weights(plain.get_weights())
+        np.testing.assert_allclose(fixed(x), plain(x), atol=1e-5)
+    finally:
+        keras.config.set_image_data_format(previous)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])

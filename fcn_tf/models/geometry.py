@@ -143,11 +143,16 @@ def coord_map_of(layer: keras.layers.Layer) -> CoordMap:
         return CoordMap(shift=Fraction(top))
     if isinstance(layer, keras.layers.Cropping2D):
         (top, _), (left, _) = layer.cropping
+        if top != left:
+            raise ValueError(f"{layer.name}: anisotropic cropping {layer.cropping}")
         return CoordMap(shift=-Fraction(top))
     if isinstance(layer, keras.layers.Conv2DTranspose):
         if layer.padding != "valid" or max(layer.dilation_rate) != 1:
             raise ValueError(f"{layer.name}: only undilated 'valid' transposed convolutions")
-        return deconv_map(layer.kernel_size[0], layer.strides[0])
+        (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+        if kh != kw or sh != sw:
+            raise ValueError(f"{layer.name}: anisotropic kernel or stride is not supported")
+        return deconv_map(kh, sh)
     if hasattr(layer, "pool_size"):
         return _conv_like(layer, layer.pool_size, layer.strides)
     if hasattr(layer, "kernel_size"):  # Conv2D, DepthwiseConv2D, SeparableConv2D, ...

@@ -24,7 +24,7 @@ __all__ = [
 class Preprocess(keras.layers.Layer):
     """Raw RGB pixels (0..255, any dtype) to what a backbone was trained on.
 
-    ``y = (x[..., ::-1] if reverse_channels else x) - mean) * scale``: Caffe models take BGR
+    ``y = ((x[..., ::-1] if reverse_channels else x) - mean) * scale``: Caffe models take BGR
     minus the ImageNet mean, Keras' MobileNetV2 takes ``x / 127.5 - 1``.
 
     >>> layer = Preprocess(mean=(1.0, 2.0, 3.0), scale=2.0, reverse_channels=True)
@@ -179,15 +179,19 @@ def subpixel_conv_transpose(inputs: Any, kernel: Any, strides: Sequence[int]) ->
     taps = ops.transpose(taps, (0, 2, 5, 1, 3, 4))
     taps = ops.reshape(taps, (mh, mw, c_in, sh * sw * c_out))
     padded = ops.pad(inputs, [[0, 0], [mh - 1, mh - 1], [mw - 1, mw - 1], [0, 0]])
-    cells = ops.conv(padded, taps, padding="valid")
-    batch, rows, cols = ops.shape(cells)[:3]
+    cells = ops.conv(padded, taps, padding="valid", data_format="channels_last")
+    # Sizes from the input, not from `cells`: oneDNN's convolution of an empty batch returns
+    # its input's shape.
+    batch, height, width = ops.shape(inputs)[:3]
+    rows, cols = height + mh - 1, width + mw - 1
     # Depth-to-space by hand: ops.depth_to_space takes square blocks only, and was no faster.
     cells = ops.reshape(cells, (batch, rows, cols, sh, sw, c_out))
     outputs = ops.reshape(
         ops.transpose(cells, (0, 1, 3, 2, 4, 5)), (batch, rows * sh, cols * sw, c_out)
     )
-    # A kernel padded to a multiple of the stride adds outputs past the true end.
-    extra_h, extra_w = mh * sh - kh, mw * sw - kw
+    # A kernel padded to a multiple of the stride adds outputs past the true end; one smaller
+    # than the stride keeps them, zeros, as Keras' output length (H - 1) s + max(k, s) does.
+    extra_h, extra_w = mh * sh - max(kh, sh), mw * sw - max(kw, sw)
     return outputs[:, : rows * sh - extra_h, : cols * sw - extra_w]
 
 
