@@ -183,6 +183,19 @@ def test_an_existing_run_is_never_overwritten_without_resume(tmp_path):
     assert {name: (run_dir / name).read_bytes() for name in before} == before
 
 
+def test_a_rendered_split_is_reused_whatever_the_workers_and_redone_for_other_options(tmp_path):
+    def folder(**options):
+        config = tiny_config(tmp_path / "records", data={"options": {"height": 32, **options}})
+        return os.path.dirname(resolve_split(config.data, "val", verbose=False).files[0])
+
+    one = folder(width=32)
+    stamp = os.stat(os.path.join(one, "dataset.json")).st_mtime_ns
+    assert folder(width=32, workers=2) == one
+    assert os.stat(os.path.join(one, "dataset.json")).st_mtime_ns == stamp
+    assert folder(width=24) != one
+    assert len(os.listdir(tmp_path / "records")) == 2
+
+
 def test_classes_that_disagree_are_refused_before_training(tmp_path):
     config = tiny_config(tmp_path / "records", data={"num_classes": 7})
     with pytest.raises(ValueError, match=r"data\.num_classes is 7 but .* name 6 classes"):

@@ -111,7 +111,9 @@ def _convert_once(data: DataConfig, split: str, verbose: bool) -> str:
     options = {**data.options, **data.split_options.get(split, {})}
     if data.root is not None:
         options["root"] = os.path.abspath(os.path.expanduser(data.root))
-    key = json.dumps({"dataset": data.dataset, "split": split, **options}, sort_keys=True)
+    # The number of workers does not change the bytes written (tested), so not the key either.
+    named = {k: v for k, v in options.items() if k != "workers"}
+    key = json.dumps({"dataset": data.dataset, "split": split, **named}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     base = os.path.expanduser(data.records_dir)
     folder = os.path.join(base, f"{data.dataset}-{split}-{digest}")
