@@ -17,7 +17,10 @@ from fcn_tf.data.converters import CONVERTERS, get_converter
 from fcn_tf.data.converters.voc import is_list_file
 from fcn_tf.data.writer import BadSampleError, write_dataset
 
-__all__ = ["convert", "main"]
+__all__ = ["SAME_BYTES_OPTIONS", "convert", "main"]
+
+# Options of convert() that change how the records are made, not their bytes (tested).
+SAME_BYTES_OPTIONS = ("workers",)
 
 
 def convert(

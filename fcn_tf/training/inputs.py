@@ -106,13 +106,12 @@ def _metadata_beside(files: list[str]) -> dict[str, Any] | None:
 
 def _convert_once(data: DataConfig, split: str, verbose: bool) -> str:
     """Convert ``split`` with ``data.dataset`` unless an identical conversion exists."""
-    from fcn_tf.data.convert import convert
+    from fcn_tf.data.convert import SAME_BYTES_OPTIONS, convert
 
     options = {**data.options, **data.split_options.get(split, {})}
     if data.root is not None:
         options["root"] = os.path.abspath(os.path.expanduser(data.root))
-    # The number of workers does not change the bytes written (tested), so not the key either.
-    named = {k: v for k, v in options.items() if k != "workers"}
+    named = {k: v for k, v in options.items() if k not in SAME_BYTES_OPTIONS}
     key = json.dumps({"dataset": data.dataset, "split": split, **named}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     base = os.path.expanduser(data.records_dir)
